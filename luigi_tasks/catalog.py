@@ -1,0 +1,287 @@
+"""The TLC datasets as data: services, their canonical columns, header aliases and source files.
+
+Every month of a service is written with exactly the schema declared here, whatever the source
+month's header looked like, so that a dataset over all months reads without a cast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from luigi_tasks.errors import DataError
+
+# Canonical Arrow types. Integer codes are nullable int64 (blank in some rows of some months);
+# timestamps are microseconds, which hold the real year-3019 drop-off that nanoseconds overflow.
+CODE = pa.int64()
+AMOUNT = pa.float64()
+TIME = pa.timestamp("us")
+TEXT = pa.string()
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    aliases: tuple[str, ...] = ()
+    # Columns that exist only in some eras of a service become NULL in the months that lack them.
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One kind of TLC file: a trip service or the zone lookup."""
+
+    name: str
+    columns: tuple[Column, ...]
+    file_stem: str  # with {service}, {year} and {month} placeholders where the file is per month
+    pickup_column: str | None = None
+    first_month: dt.date | None = None
+    _lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        lookup: dict[str, Column] = {}
+        for column in self.columns:
+            for spelling in (column.name, *column.aliases):
+                key = spelling.lower()
+                if lookup.setdefault(key, column) is not column:
+                    raise ValueError(f"{self.name}: spelling {spelling!r} is claimed twice")
+        object.__setattr__(self, "_lookup", lookup)
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.type) for c in self.columns])
+
+    def column_for(self, source_name: str) -> Column | None:
+        """The canonical column a source header spells, matching aliases and any letter case."""
+        return self._lookup.get(source_name.strip().lower())
+
+    def file_name(self, month: dt.date | None, suffix: str) -> str:
+        if month is None:
+            return self.file_stem + suffix
+        return self.file_stem.format(service=self.name, year=f"{month:%Y}", month=f"{month:%m}") + suffix
+
+
+_PU = Column("PULocationID", CODE, ("PUlocationID",))
+_DO = Column("DOLocationID", CODE, ("DOlocationID",))
+_CONGESTION = Column("congestion_surcharge", AMOUNT, optional=True)
+_AIRPORT = Column("airport_fee", AMOUNT, ("Airport_fee",), optional=True)
+_CBD = Column("cbd_congestion_fee", AMOUNT, optional=True)
+_TRIP_STEM = "{service}_tripdata_{year}-{month}"
+
+YELLOW = Dataset(
+    name="yellow",
+    file_stem=_TRIP_STEM,
+    pickup_column="tpep_pickup_datetime",
+    first_month=dt.date(2009, 1, 1),
+    columns=(
+        Column("VendorID", CODE),
+        Column("tpep_pickup_datetime", TIME),
+        Column("tpep_dropoff_datetime", TIME),
+        Column("passenger_count", CODE),
+        Column("trip_distance", AMOUNT),
+        Column("RatecodeID", CODE),
+        Column("store_and_fwd_flag", TEXT),
+        _PU,
+        _DO,
+        Column("payment_type", CODE),
+        Column("fare_amount", AMOUNT),
+        Column("extra", AMOUNT),
+        Column("mta_tax", AMOUNT),
+        Column("tip_amount", AMOUNT),
+        Column("tolls_amount", AMOUNT),
+        Column("improvement_surcharge", AMOUNT),
+        Column("total_amount", AMOUNT),
+        _CONGESTION,
+        _AIRPORT,
+        _CBD,
+    ),
+)
+
+GREEN = Dataset(
+    name="green",
+    file_stem=_TRIP_STEM,
+    pickup_column="lpep_pickup_datetime",
+    first_month=dt.date(2013, 8, 1),
+    columns=(
+        Column("VendorID", CODE),
+        Column("lpep_pickup_datetime", TIME),
+        Column("lpep_dropoff_datetime", TIME),
+        Column("store_and_fwd_flag", TEXT),
+        Column("RatecodeID", CODE),
+        _PU,
+        _DO,
+        Column("passenger_count", CODE),
+        Column("trip_distance", AMOUNT),
+        Column("fare_amount", AMOUNT),
+        Column("extra", AMOUNT),
+        Column("mta_tax", AMOUNT),
+        Column("tip_amount", AMOUNT),
+        Column("tolls_amount", AMOUNT),
+        Column("ehail_fee", AMOUNT),
+        Column("improvement_surcharge", AMOUNT),
+        Column("total_amount", AMOUNT),
+        Column("payment_type", CODE),
+        Column("trip_type", CODE),
+        _CONGESTION,
+        _CBD,
+    ),
+)
+
+_DISPATCHING_BASE = Column("dispatching_base_num", TEXT)
+_PICKUP = Column("pickup_datetime", TIME)
+_DROPOFF = Column("dropoff_datetime", TIME, ("dropOff_datetime",))
+# The shared-ride flag is "1"/blank in FHV files and "N"/"Y" in the course's fhvhv backups.
+_SR_FLAG = Column("SR_Flag", TEXT, optional=True)
+_AFFILIATED_BASE = Column("Affiliated_base_number", TEXT, optional=True)
+
+FHV = Dataset(
+    name="fhv",
+    file_stem=_TRIP_STEM,
+    pickup_column="pickup_datetime",
+    first_month=dt.date(2015, 1, 1),
+    columns=(_DISPATCHING_BASE, _PICKUP, _DROPOFF, _PU, _DO, _SR_FLAG, _AFFILIATED_BASE),
+)
+
+
+def _optional(name: str, type_: pa.DataType) -> Column:
+    return Column(name, type_, optional=True)
+
+
+FHVHV = Dataset(
+    name="fhvhv",
+    file_stem=_TRIP_STEM,
+    pickup_column="pickup_datetime",
+    first_month=dt.date(2019, 2, 1),
+    columns=(
+        # The course's fhvhv backups are FHV-shaped: no licence number, but SR_Flag and the
+        # affiliated base. Both layouts land in one schema.
+        _optional("hvfhs_license_num", TEXT),
+        _DISPATCHING_BASE,
+        _optional("originating_base_num", TEXT),
+        _optional("request_datetime", TIME),
+        _optional("on_scene_datetime", TIME),
+        _PICKUP,
+        _DROPOFF,
+        _PU,
+        _DO,
+        _optional("trip_miles", AMOUNT),
+        _optional("trip_time", CODE),
+        _optional("base_passenger_fare", AMOUNT),
+        _optional("tolls", AMOUNT),
+        _optional("bcf", AMOUNT),
+        _optional("sales_tax", AMOUNT),
+        _CONGESTION,
+        _AIRPORT,
+        _optional("tips", AMOUNT),
+        _optional("driver_pay", AMOUNT),
+        _optional("shared_request_flag", TEXT),
+        _optional("shared_match_flag", TEXT),
+        _optional("access_a_ride_flag", TEXT),
+        _optional("wav_request_flag", TEXT),
+        _optional("wav_match_flag", TEXT),
+        _CBD,
+        _SR_FLAG,
+        _AFFILIATED_BASE,
+    ),
+)
+
+ZONES = Dataset(
+    name="zones",
+    file_stem="taxi_zone_lookup",
+    columns=(
+        Column("LocationID", CODE),
+        Column("Borough", TEXT),
+        Column("Zone", TEXT),
+        Column("service_zone", TEXT),
+    ),
+)
+
+SERVICES: dict[str, Dataset] = {d.name: d for d in (YELLOW, GREEN, FHV, FHVHV)}
+
+# pandas' to_csv writes its index as a first column with an empty name; read back and written
+# again it becomes "Unnamed: 0".
+_PANDAS_INDEX = re.compile(r"^(|Unnamed: \d+)$")
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def service(name: str) -> Dataset:
+    try:
+        return SERVICES[name]
+    except KeyError:
+        raise DataError(f"unknown service {name!r}; known services: {', '.join(SERVICES)}") from None
+
+
+def parse_month(text: str) -> dt.date:
+    """'2021-01' -> date(2021, 1, 1); anything else is a clear error."""
+    match = _MONTH.match(text.strip())
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise DataError(f"invalid month {text!r}: expected YYYY-MM, e.g. 2021-01")
+    return dt.date(int(match.group(1)), int(match.group(2)), 1)
+
+
+def next_month(month: dt.date) -> dt.date:
+    return dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def check_month(dataset: Dataset, month: dt.date) -> None:
+    if dataset.first_month and month < dataset.first_month:
+        raise DataError(
+            f"{dataset.name} {month:%Y-%m}: the TLC publishes {dataset.name} from "
+            f"{dataset.first_month:%Y-%m} on, not before"
+        )
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """How one source file's columns map onto the canonical schema."""
+
+    read: tuple[tuple[str, Column], ...]  # (source spelling, canonical column), in source order
+    missing: tuple[Column, ...]  # optional columns this file lacks: written as NULL
+    dropped: tuple[str, ...]  # source columns that are not read (a pandas index, or unknown when dropping)
+
+
+def plan_columns(
+    dataset: Dataset, header: Sequence[str], *, where: str, unknown_columns: str = "error"
+) -> ColumnPlan:
+    """Match a source header against the catalogue.
+
+    `where` names the file and month for error messages. Unknown columns are an error unless
+    `unknown_columns` is "drop"; required columns that are absent are always an error.
+    """
+    read: list[tuple[str, Column]] = []
+    dropped: list[str] = []
+    unknown: list[str] = []
+    seen: dict[str, str] = {}
+    for position, name in enumerate(header):
+        if position == 0 and _PANDAS_INDEX.match(name.strip()):
+            dropped.append(name)
+            continue
+        column = dataset.column_for(name)
+        if column is None:
+            unknown.append(name)
+            continue
+        if column.name in seen:
+            raise DataError(
+                f"{where}: columns {seen[column.name]!r} and {name!r} both mean {column.name!r}"
+            )
+        seen[column.name] = name
+        read.append((name, column))
+    if unknown and unknown_columns != "drop":
+        raise DataError(
+            f"{where}: unknown column{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(u) for u in unknown)}; the {dataset.name} catalogue knows "
+            f"{', '.join(c.name for c in dataset.columns)}"
+        )
+    dropped.extend(unknown)
+    absent = [c for c in dataset.columns if c.name not in seen]
+    required = [c.name for c in absent if not c.optional]
+    if required:
+        raise DataError(
+            f"{where}: missing required column{'s' if len(required) > 1 else ''} {', '.join(required)}"
+        )
+    return ColumnPlan(read=tuple(read), missing=tuple(absent), dropped=tuple(dropped))

@@ -1,0 +1,65 @@
+"""Configuration sections read from luigi.cfg (or LUIGI_CONFIG_PATH).
+
+Each class is one section: `[tlc]` says where the source files are, `[lake]` where the local lake is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+COURSE_CSV_URL = (
+    "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/"
+    "{service}/{service}_tripdata_{year}-{month}.csv.gz"
+)
+TLC_PARQUET_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/{service}_tripdata_{year}-{month}.parquet"
+ZONES_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/misc/taxi_zone_lookup.csv"
+
+
+class tlc(luigi.Config):  # noqa: N801 - the class name is the config section's name
+    source = luigi.ChoiceParameter(
+        choices=["csv", "parquet"],
+        default="csv",
+        description="Which family of source files to download: the course's csv.gz backups or the TLC parquet",
+    )
+    csv_url = luigi.Parameter(
+        default=COURSE_CSV_URL,
+        description="URL template of a month's CSV (.csv.gz or plain .csv); {service}, {year}, {month}",
+    )
+    parquet_url = luigi.Parameter(
+        default=TLC_PARQUET_URL,
+        description="URL template of a month's Parquet file; {service}, {year}, {month}",
+    )
+    zones_url = luigi.Parameter(default=ZONES_URL, description="URL of the taxi zone lookup CSV")
+    retries = luigi.IntParameter(
+        default=4, description="Retries after a connection error, short read or HTTP 5xx (not after a 404)"
+    )
+    retry_backoff = luigi.FloatParameter(
+        default=2.0, description="Seconds before the first retry; doubles after each"
+    )
+    timeout = luigi.FloatParameter(
+        default=60.0, description="Seconds to wait for a connection or for the next bytes of a download"
+    )
+    unknown_columns = luigi.ChoiceParameter(
+        choices=["error", "drop"],
+        default="error",
+        description="What a source column the catalogue does not know does: fail the month, or be dropped",
+    )
+
+    def url_for(self, service: str, year: str, month: str) -> str:
+        template = self.parquet_url if self.source == "parquet" else self.csv_url
+        return template.format(service=service, year=year, month=month)
+
+
+class lake(luigi.Config):  # noqa: N801
+    root = luigi.Parameter(
+        default="lake", description="Directory of the local lake (relative paths are from the working dir)"
+    )
+    row_group_rows = luigi.IntParameter(
+        default=131_072, description="Rows per Parquet row group in the canonical files"
+    )
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root)

@@ -1,0 +1,293 @@
+"""Streaming conversion of a raw TLC file (CSV, csv.gz or Parquet) into the canonical Parquet.
+
+Memory is bounded by one row group plus the reader's blocks, whatever the size of the month.
+Every file of a dataset comes out with the catalogue's schema; a manifest with the source's
+checksum and the row counts goes into the Parquet footer's key-value metadata, so the data and
+its manifest are one file, written in one rename.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import gzip
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from luigi_tasks.catalog import CODE, ColumnPlan, Dataset, next_month, plan_columns
+from luigi_tasks.download import payload_kind, redact_url
+from luigi_tasks.errors import DataError
+from luigi_tasks.files import atomic_path, sha256_of
+
+MANIFEST_KEY = b"luigi_tasks.manifest"
+CSV_BLOCK_BYTES = 8 << 20
+_RAGGED = re.compile(r"Expected (\d+) columns, got (\d+)")
+
+RowProgress = Callable[[int, "int | None"], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """What a canonical file was made from and what is in it."""
+
+    dataset: str
+    month: str | None
+    source_url: str
+    source_bytes: int
+    source_sha256: str
+    rows_in: int
+    rows_out: int
+    rows_outside_month: int
+    rows_without_pickup: int
+    min_pickup: str | None
+    max_pickup: str | None
+    columns_filled_null: tuple[str, ...]
+    columns_dropped: tuple[str, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Manifest:
+        fields = json.loads(text)
+        for key in ("columns_filled_null", "columns_dropped"):
+            fields[key] = tuple(fields[key])
+        return cls(**fields)
+
+
+def read_manifest(path: Path) -> Manifest:
+    metadata = pq.read_metadata(path).metadata or {}
+    if MANIFEST_KEY not in metadata:
+        raise DataError(f"{path} has no luigi_tasks manifest: it was not written by ToParquet")
+    return Manifest.from_json(metadata[MANIFEST_KEY])
+
+
+def _label(dataset: Dataset, month: dt.date | None) -> str:
+    return f"{dataset.name} {month:%Y-%m}" if month else f"{dataset.name}"
+
+
+def to_canonical_parquet(
+    raw: Path,
+    dest: Path,
+    *,
+    dataset: Dataset,
+    month: dt.date | None,
+    source_url: str,
+    row_group_rows: int = 131_072,
+    unknown_columns: str = "error",
+    progress: RowProgress | None = None,
+) -> Manifest:
+    """Convert `raw` into `dest` with the dataset's canonical schema; returns the manifest.
+
+    `dest` appears only when complete. Rows whose pickup lies outside `month` are kept and counted.
+    """
+    where = f"{_label(dataset, month)} ({raw})"
+    kind = payload_kind(raw.name)
+    if kind == "parquet":
+        source = _ParquetSource(raw, dataset, where=where, unknown_columns=unknown_columns)
+    else:
+        source = _CsvSource(raw, dataset, kind=kind, where=where, unknown_columns=unknown_columns)
+    stats = _PickupStats(dataset.pickup_column, month)
+    schema = dataset.schema
+    rows_out = 0
+    with atomic_path(dest) as part:
+        with pq.ParquetWriter(part, schema, compression="zstd", write_statistics=True) as writer:
+            for table in _row_groups(source.batches(), row_group_rows):
+                table = _canonical(table, dataset, source.plan, where=where)
+                stats.add(table)
+                writer.write_table(table, row_group_size=row_group_rows)
+                rows_out += table.num_rows
+                if progress:
+                    progress(rows_out, source.total_rows)
+            if rows_out == 0:
+                raise DataError(f"{where}: the file has a header but no rows")
+            manifest = Manifest(
+                dataset=dataset.name,
+                month=f"{month:%Y-%m}" if month else None,
+                source_url=redact_url(source_url),
+                source_bytes=raw.stat().st_size,
+                source_sha256=sha256_of(raw),
+                rows_in=source.rows_read,
+                rows_out=rows_out,
+                columns_filled_null=tuple(c.name for c in source.plan.missing),
+                columns_dropped=tuple(source.plan.dropped),
+                **stats.summary(),
+            )
+            writer.add_key_value_metadata({MANIFEST_KEY: manifest.to_json()})
+        written = pq.read_metadata(part).num_rows
+        if written != manifest.rows_in:
+            raise DataError(f"{where}: read {manifest.rows_in:,} rows but the Parquet holds {written:,}")
+    return manifest
+
+
+def _row_groups(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Regroup reader batches into tables of exactly `rows` rows (the last one shorter)."""
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    for batch in batches:
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while pending_rows >= rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            pending, pending_rows = rest.to_batches(), rest.num_rows
+    if pending_rows:
+        yield pa.Table.from_batches(pending)
+
+
+def _canonical(table: pa.Table, dataset: Dataset, plan: ColumnPlan, *, where: str) -> pa.Table:
+    """Cast to the catalogue's types, fill absent columns with NULL, put columns in canonical order."""
+    spelled = {column.name: source_name for source_name, column in plan.read}
+    arrays = []
+    for column in dataset.columns:
+        if column.name not in spelled:
+            arrays.append(pa.nulls(table.num_rows, column.type))
+            continue
+        values = table.column(column.name)
+        if values.type != column.type:
+            try:
+                values = pc.cast(values, column.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise DataError(
+                    f"{where}: column {spelled[column.name]!r} cannot be read as {column.type}: {exc}"
+                ) from None
+        arrays.append(values)
+    return pa.Table.from_arrays(arrays, schema=dataset.schema)
+
+
+class _PickupStats:
+    """Counts rows outside the file's month and tracks the pickup range, batch by batch."""
+
+    def __init__(self, column: str | None, month: dt.date | None) -> None:
+        self.column = column
+        self.outside = 0
+        self.without = 0
+        self.low: dt.datetime | None = None
+        self.high: dt.datetime | None = None
+        if month is not None:
+            self.start = pa.scalar(dt.datetime(month.year, month.month, 1), pa.timestamp("us"))
+            following = next_month(month)
+            self.end = pa.scalar(dt.datetime(following.year, following.month, 1), pa.timestamp("us"))
+
+    def add(self, table: pa.Table) -> None:
+        if self.column is None:
+            return
+        times = table.column(self.column)
+        self.without += times.null_count
+        outside = pc.or_(pc.less(times, self.start), pc.greater_equal(times, self.end))
+        self.outside += pc.sum(outside).as_py() or 0
+        bounds = pc.min_max(times).as_py()
+        if bounds["min"] is not None:
+            self.low = bounds["min"] if self.low is None else min(self.low, bounds["min"])
+            self.high = bounds["max"] if self.high is None else max(self.high, bounds["max"])
+
+    def summary(self) -> dict:
+        return {
+            "rows_outside_month": self.outside,
+            "rows_without_pickup": self.without,
+            "min_pickup": self.low.isoformat(sep=" ") if self.low else None,
+            "max_pickup": self.high.isoformat(sep=" ") if self.high else None,
+        }
+
+
+def _open_text(raw: Path, kind: str) -> io.TextIOBase:
+    if kind == "csv.gz":
+        return gzip.open(raw, "rt", encoding="utf-8-sig", errors="replace", newline="")
+    return open(raw, encoding="utf-8-sig", errors="replace", newline="")
+
+
+class _CsvSource:
+    def __init__(self, raw: Path, dataset: Dataset, *, kind: str, where: str, unknown_columns: str) -> None:
+        self.raw = raw
+        self.kind = kind
+        self.where = where
+        try:
+            with _open_text(raw, kind) as text:
+                self.header = next(csv.reader(text), None)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{where}: cannot read the file: {exc}") from None
+        if not self.header:
+            raise DataError(f"{where}: the file is empty")
+        self.plan = plan_columns(dataset, self.header, where=where, unknown_columns=unknown_columns)
+        self.rows_read = 0
+        self.total_rows = None
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        read_names = {source_name: column.name for source_name, column in self.plan.read}
+        # Unread columns get placeholder names so that a blank or repeated name cannot clash.
+        names = [read_names.get(name, f"__unread_{i}") for i, name in enumerate(self.header)]
+        types = {
+            # Integer codes are read as float64 and cast safely: some files write them as "1.0".
+            column.name: pa.float64() if column.type == CODE else column.type
+            for _, column in self.plan.read
+        }
+        reader_options = dict(
+            read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1, block_size=CSV_BLOCK_BYTES),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=types,
+                include_columns=list(read_names.values()),
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+        try:
+            reader = pa_csv.open_csv(self.raw, **reader_options)
+            for batch in reader:
+                self.rows_read += batch.num_rows
+                yield batch
+        except pa.ArrowInvalid as exc:
+            raise self._explain(exc) from None
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{self.where}: cannot read the file: {exc}") from None
+
+    def _explain(self, exc: Exception) -> DataError:
+        message = str(exc)
+        if _RAGGED.search(message):
+            return DataError(f"{self.where}: {self._ragged_line()}")
+        return DataError(f"{self.where}: {message}")
+
+    def _ragged_line(self) -> str:
+        """Find the first row whose field count differs from the header's (only on the error path)."""
+        expected = len(self.header)
+        with _open_text(self.raw, self.kind) as text:
+            rows = csv.reader(text)
+            next(rows, None)
+            for row in rows:
+                if len(row) != expected and row:
+                    line = rows.line_num
+                    is_last = next(rows, None) is None
+                    cut = "; the file ends mid-row (cut last line?)" if is_last and len(row) < expected else ""
+                    return f"line {line} has {len(row)} fields, the header has {expected}{cut}"
+        return "a row has a different number of fields than the header"
+
+
+class _ParquetSource:
+    def __init__(self, raw: Path, dataset: Dataset, *, where: str, unknown_columns: str) -> None:
+        self.where = where
+        try:
+            self.file = pq.ParquetFile(raw)
+        except Exception as exc:  # pyarrow raises several types for a bad footer
+            raise DataError(f"{where}: not a readable Parquet file ({exc})") from None
+        self.plan = plan_columns(
+            dataset, self.file.schema_arrow.names, where=where, unknown_columns=unknown_columns
+        )
+        self.total_rows = self.file.metadata.num_rows
+        self.rows_read = 0
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        source_names = [source_name for source_name, _ in self.plan.read]
+        canonical_names = [column.name for _, column in self.plan.read]
+        for batch in self.file.iter_batches(columns=source_names, batch_size=65_536):
+            self.rows_read += batch.num_rows
+            yield pa.RecordBatch.from_arrays(batch.columns, names=canonical_names)

@@ -1,0 +1,20 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="luigi_tasks",
+    version="0.1.0",
+    description="NYC TLC trip records, month by month, into a data lake and a warehouse, as a Luigi task graph",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["luigi_tasks", "luigi_tasks.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "luigi>=3.5,<4",
+        "pyarrow>=15",
+        "requests>=2.31",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "numpy>=1.24", "ruff>=0.6"],
+        "bench": ["numpy>=1.24", "pandas>=2.1"],
+    },
+)
