@@ -1,0 +1,9 @@
+"""NYC TLC trip records into a local lake (and, through sinks, a warehouse) as a Luigi task graph.
+
+`luigi --module luigi_tasks <Task>` finds every public task here.
+"""
+
+from luigi_tasks.tasks.ingest import IngestMonth
+from luigi_tasks.tasks.lake import DownloadTripData, DownloadZones, ToParquet, ZonesToParquet
+
+__all__ = ["DownloadTripData", "DownloadZones", "IngestMonth", "ToParquet", "ZonesToParquet"]

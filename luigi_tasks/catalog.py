@@ -266,9 +266,7 @@ def plan_columns(
             unknown.append(name)
             continue
         if column.name in seen:
-            raise DataError(
-                f"{where}: columns {seen[column.name]!r} and {name!r} both mean {column.name!r}"
-            )
+            raise DataError(f"{where}: columns {seen[column.name]!r} and {name!r} both mean {column.name!r}")
         seen[column.name] = name
         read.append((name, column))
     if unknown and unknown_columns != "drop":

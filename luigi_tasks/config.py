@@ -59,6 +59,11 @@ class lake(luigi.Config):  # noqa: N801
     row_group_rows = luigi.IntParameter(
         default=131_072, description="Rows per Parquet row group in the canonical files"
     )
+    keep_raw = luigi.BoolParameter(
+        default=True,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="Keep the downloaded file in {root}/raw after conversion (false deletes it)",
+    )
 
     @property
     def path(self) -> Path:

@@ -14,22 +14,28 @@ import datetime as dt
 import gzip
 import io
 import json
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from luigi_tasks.catalog import CODE, ColumnPlan, Dataset, next_month, plan_columns
+from luigi_tasks.catalog import CODE, TIME, ColumnPlan, Dataset, next_month, plan_columns
 from luigi_tasks.download import payload_kind, redact_url
 from luigi_tasks.errors import DataError
 from luigi_tasks.files import atomic_path, sha256_of
 
 MANIFEST_KEY = b"luigi_tasks.manifest"
-CSV_BLOCK_BYTES = 8 << 20
+# Small blocks keep the reader's memory low; batches are regrouped into full row groups anyway.
+CSV_BLOCK_BYTES = 1 << 20
+_READ_AHEAD_BATCHES = 4
 _RAGGED = re.compile(r"Expected (\d+) columns, got (\d+)")
 
 RowProgress = Callable[[int, "int | None"], None]
@@ -97,12 +103,15 @@ def to_canonical_parquet(
     else:
         source = _CsvSource(raw, dataset, kind=kind, where=where, unknown_columns=unknown_columns)
     stats = _PickupStats(dataset.pickup_column, month)
-    schema = dataset.schema
     rows_out = 0
-    with atomic_path(dest) as part:
-        with pq.ParquetWriter(part, schema, compression="zstd", write_statistics=True) as writer:
-            for table in _row_groups(source.batches(), row_group_rows):
-                table = _canonical(table, dataset, source.plan, where=where)
+    canonical_batches = (_canonical(batch, dataset, source.plan, where=where) for batch in source.batches())
+    with ThreadPoolExecutor(max_workers=1) as hasher, atomic_path(dest) as part:
+        # The checksum, the reading and the Parquet encoding run side by side: all release the GIL.
+        source_sha256 = hasher.submit(sha256_of, raw)
+        with pq.ParquetWriter(
+            part, dataset.schema, compression="zstd", use_dictionary=_dictionary_columns(dataset)
+        ) as writer:
+            for table in _row_groups(_read_ahead(canonical_batches, _READ_AHEAD_BATCHES), row_group_rows):
                 stats.add(table)
                 writer.write_table(table, row_group_size=row_group_rows)
                 rows_out += table.num_rows
@@ -115,7 +124,7 @@ def to_canonical_parquet(
                 month=f"{month:%Y-%m}" if month else None,
                 source_url=redact_url(source_url),
                 source_bytes=raw.stat().st_size,
-                source_sha256=sha256_of(raw),
+                source_sha256=source_sha256.result(),
                 rows_in=source.rows_read,
                 rows_out=rows_out,
                 columns_filled_null=tuple(c.name for c in source.plan.missing),
@@ -127,6 +136,59 @@ def to_canonical_parquet(
         if written != manifest.rows_in:
             raise DataError(f"{where}: read {manifest.rows_in:,} rows but the Parquet holds {written:,}")
     return manifest
+
+
+def _dictionary_columns(dataset: Dataset) -> list[str]:
+    # Timestamps are nearly unique: a dictionary for them is built, overflows and is thrown away.
+    return [c.name for c in dataset.columns if c.type != TIME]
+
+
+T = TypeVar("T")
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Produce `items` in a background thread, at most `depth` ahead of the consumer."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+            offer(done)
+        except BaseException as error:  # handed to the consumer, raised there
+            offer(_Failure(error))
+        finally:
+            close = getattr(items, "close", None)
+            if close:
+                close()
+
+    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    producer.start()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        producer.join()
 
 
 def _row_groups(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -145,15 +207,15 @@ def _row_groups(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Tab
         yield pa.Table.from_batches(pending)
 
 
-def _canonical(table: pa.Table, dataset: Dataset, plan: ColumnPlan, *, where: str) -> pa.Table:
+def _canonical(batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, where: str) -> pa.RecordBatch:
     """Cast to the catalogue's types, fill absent columns with NULL, put columns in canonical order."""
     spelled = {column.name: source_name for source_name, column in plan.read}
     arrays = []
     for column in dataset.columns:
         if column.name not in spelled:
-            arrays.append(pa.nulls(table.num_rows, column.type))
+            arrays.append(pa.nulls(batch.num_rows, column.type))
             continue
-        values = table.column(column.name)
+        values = batch.column(column.name)
         if values.type != column.type:
             try:
                 values = pc.cast(values, column.type, safe=True)
@@ -162,7 +224,7 @@ def _canonical(table: pa.Table, dataset: Dataset, plan: ColumnPlan, *, where: st
                     f"{where}: column {spelled[column.name]!r} cannot be read as {column.type}: {exc}"
                 ) from None
         arrays.append(values)
-    return pa.Table.from_arrays(arrays, schema=dataset.schema)
+    return pa.RecordBatch.from_arrays(arrays, schema=dataset.schema)
 
 
 class _PickupStats:
@@ -267,7 +329,9 @@ class _CsvSource:
                 if len(row) != expected and row:
                     line = rows.line_num
                     is_last = next(rows, None) is None
-                    cut = "; the file ends mid-row (cut last line?)" if is_last and len(row) < expected else ""
+                    cut = (
+                        "; the file ends mid-row (cut last line?)" if is_last and len(row) < expected else ""
+                    )
                     return f"line {line} has {len(row)} fields, the header has {expected}{cut}"
         return "a row has a different number of fields than the header"
 

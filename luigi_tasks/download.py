@@ -49,7 +49,9 @@ def payload_kind(url_or_path: str) -> str:
     for kind in ("csv.gz", "parquet", "csv"):
         if name.endswith("." + kind):
             return kind
-    raise SourceError(f"{redact_url(str(url_or_path))}: cannot tell the format; expected .csv.gz, .csv or .parquet")
+    raise SourceError(
+        f"{redact_url(str(url_or_path))}: cannot tell the format; expected .csv.gz, .csv or .parquet"
+    )
 
 
 def _describe_page(head: bytes) -> str:
@@ -130,9 +132,7 @@ class PayloadCheck:
         if self.size < 4:
             self._check_magic()
         if self._gunzip is not None and not self._gzip_whole:
-            raise self._fail(
-                "is a truncated gzip file: the data ends before the gzip end-of-stream marker"
-            )
+            raise self._fail("is a truncated gzip file: the data ends before the gzip end-of-stream marker")
         if self.kind == "parquet":
             try:
                 names = pq.read_schema(path).names
@@ -171,8 +171,15 @@ def download(
     attempt = 0
     while True:
         try:
-            return _fetch_once(url, dest, kind=kind, label=label, check_header=check_header,
-                               timeout=timeout, progress=progress)
+            return _fetch_once(
+                url,
+                dest,
+                kind=kind,
+                label=label,
+                check_header=check_header,
+                timeout=timeout,
+                progress=progress,
+            )
         except RetryableSourceError as exc:
             if attempt >= retries:
                 raise SourceError(f"{exc}; gave up after {attempt + 1} attempts") from None

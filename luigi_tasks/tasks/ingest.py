@@ -1,0 +1,45 @@
+"""The task a user runs: one month of one service into every sink asked for."""
+
+from __future__ import annotations
+
+import luigi
+
+from luigi_tasks.tasks.base import MonthTask
+from luigi_tasks.tasks.lake import ToParquet, ZonesToParquet
+
+
+def _lake(task: IngestMonth) -> list[luigi.Task]:
+    return [ToParquet(service=task.service, month=task.month), ZonesToParquet()]
+
+
+# Each sink names the tasks that put one month (and the zone lookup) there.
+SINKS = {"lake": _lake}
+
+
+class SinksParameter(luigi.Parameter):
+    """A comma-separated list of sinks, e.g. `lake` or `lake,postgres`."""
+
+    def parse(self, x: str | tuple) -> tuple[str, ...]:
+        names = tuple(s.strip() for s in x.split(",")) if isinstance(x, str) else tuple(x)
+        unknown = [n for n in names if n not in SINKS]
+        if unknown or not names:
+            raise ValueError(f"unknown sink {', '.join(unknown) or '(none)'}; available: {', '.join(SINKS)}")
+        return tuple(dict.fromkeys(names))
+
+    def normalize(self, x: str | tuple) -> tuple[str, ...]:
+        return self.parse(x)
+
+    def serialize(self, x: tuple[str, ...]) -> str:
+        return ",".join(x)
+
+
+class IngestMonth(MonthTask, luigi.WrapperTask):
+    """One month of a service in every sink asked for (default: the local lake only).
+
+    The lake sink makes the canonical Parquet under [lake] root and the zone lookup beside it.
+    """
+
+    sinks = SinksParameter(default=("lake",), description="Where the month goes: " + ", ".join(SINKS))
+
+    def requires(self) -> list[luigi.Task]:
+        return [task for sink in self.sinks for task in SINKS[sink](self)]
