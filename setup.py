@@ -1,10 +1,12 @@
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="luigi_tasks",
     version="0.1.0",
     description="NYC TLC trip records, month by month, into a data lake and a warehouse, as a Luigi task graph",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["luigi_tasks", "luigi_tasks.*"]),
     python_requires=">=3.10",

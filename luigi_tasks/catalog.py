@@ -245,9 +245,7 @@ class ColumnPlan:
     dropped: tuple[str, ...]  # source columns that are not read (a pandas index, or unknown when dropping)
 
 
-def plan_columns(
-    dataset: Dataset, header: Sequence[str], *, where: str, unknown_columns: str = "error"
-) -> ColumnPlan:
+def plan_columns(dataset: Dataset, header: Sequence[str], *, where: str, unknown_columns: str = "error") -> ColumnPlan:
     """Match a source header against the catalogue.
 
     `where` names the file and month for error messages. Unknown columns are an error unless
@@ -279,7 +277,5 @@ def plan_columns(
     absent = [c for c in dataset.columns if c.name not in seen]
     required = [c.name for c in absent if not c.optional]
     if required:
-        raise DataError(
-            f"{where}: missing required column{'s' if len(required) > 1 else ''} {', '.join(required)}"
-        )
+        raise DataError(f"{where}: missing required column{'s' if len(required) > 1 else ''} {', '.join(required)}")
     return ColumnPlan(read=tuple(read), missing=tuple(absent), dropped=tuple(dropped))

@@ -10,8 +10,7 @@ from pathlib import Path
 import luigi
 
 COURSE_CSV_URL = (
-    "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/"
-    "{service}/{service}_tripdata_{year}-{month}.csv.gz"
+    "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/{service}/{service}_tripdata_{year}-{month}.csv.gz"
 )
 TLC_PARQUET_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/{service}_tripdata_{year}-{month}.parquet"
 ZONES_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/misc/taxi_zone_lookup.csv"
@@ -35,9 +34,7 @@ class tlc(luigi.Config):  # noqa: N801 - the class name is the config section's 
     retries = luigi.IntParameter(
         default=4, description="Retries after a connection error, short read or HTTP 5xx (not after a 404)"
     )
-    retry_backoff = luigi.FloatParameter(
-        default=2.0, description="Seconds before the first retry; doubles after each"
-    )
+    retry_backoff = luigi.FloatParameter(default=2.0, description="Seconds before the first retry; doubles after each")
     timeout = luigi.FloatParameter(
         default=60.0, description="Seconds to wait for a connection or for the next bytes of a download"
     )

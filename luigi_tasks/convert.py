@@ -329,9 +329,7 @@ class _CsvSource:
                 if len(row) != expected and row:
                     line = rows.line_num
                     is_last = next(rows, None) is None
-                    cut = (
-                        "; the file ends mid-row (cut last line?)" if is_last and len(row) < expected else ""
-                    )
+                    cut = "; the file ends mid-row (cut last line?)" if is_last and len(row) < expected else ""
                     return f"line {line} has {len(row)} fields, the header has {expected}{cut}"
         return "a row has a different number of fields than the header"
 
@@ -343,9 +341,7 @@ class _ParquetSource:
             self.file = pq.ParquetFile(raw)
         except Exception as exc:  # pyarrow raises several types for a bad footer
             raise DataError(f"{where}: not a readable Parquet file ({exc})") from None
-        self.plan = plan_columns(
-            dataset, self.file.schema_arrow.names, where=where, unknown_columns=unknown_columns
-        )
+        self.plan = plan_columns(dataset, self.file.schema_arrow.names, where=where, unknown_columns=unknown_columns)
         self.total_rows = self.file.metadata.num_rows
         self.rows_read = 0
 

@@ -49,9 +49,7 @@ def payload_kind(url_or_path: str) -> str:
     for kind in ("csv.gz", "parquet", "csv"):
         if name.endswith("." + kind):
             return kind
-    raise SourceError(
-        f"{redact_url(str(url_or_path))}: cannot tell the format; expected .csv.gz, .csv or .parquet"
-    )
+    raise SourceError(f"{redact_url(str(url_or_path))}: cannot tell the format; expected .csv.gz, .csv or .parquet")
 
 
 def _describe_page(head: bytes) -> str:
@@ -220,9 +218,7 @@ def _fetch_once(
                     if progress:
                         progress(check.size, total)
                 if total is not None and check.size != total:
-                    raise RetryableSourceError(
-                        f"{label}: {shown} ended after {check.size:,} of {total:,} bytes"
-                    )
+                    raise RetryableSourceError(f"{label}: {shown} ended after {check.size:,} of {total:,} bytes")
                 out.flush()
                 check.finish(part)
     except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:

@@ -79,11 +79,7 @@ def write_trip_csv(
 ) -> Path:
     """Write a seeded CSV (gzip when `path` ends with .gz), `chunk_rows` at a time."""
     rng = np.random.default_rng(seed)
-    sink = (
-        pa.CompressedOutputStream(str(path), "gzip")
-        if str(path).endswith(".gz")
-        else pa.OSFile(str(path), "wb")
-    )
+    sink = pa.CompressedOutputStream(str(path), "gzip") if str(path).endswith(".gz") else pa.OSFile(str(path), "wb")
     options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
     with sink:
         for first in range(0, rows, chunk_rows):
