@@ -268,6 +268,12 @@ def _open_text(raw: Path, kind: str) -> io.TextIOBase:
     return open(raw, encoding="utf-8-sig", errors="replace", newline="")
 
 
+def _unreadable(where: str, exc: BaseException) -> DataError:
+    if "runcated" in str(exc) or isinstance(exc, EOFError):
+        return DataError(f"{where}: the gzip data ends before its end-of-stream marker (a truncated download?)")
+    return DataError(f"{where}: cannot read the file: {exc}")
+
+
 class _CsvSource:
     def __init__(self, raw: Path, dataset: Dataset, *, kind: str, where: str, unknown_columns: str) -> None:
         self.raw = raw
@@ -277,7 +283,7 @@ class _CsvSource:
             with _open_text(raw, kind) as text:
                 self.header = next(csv.reader(text), None)
         except (OSError, EOFError) as exc:
-            raise DataError(f"{where}: cannot read the file: {exc}") from None
+            raise _unreadable(where, exc) from None
         if not self.header:
             raise DataError(f"{where}: the file is empty")
         self.plan = plan_columns(dataset, self.header, where=where, unknown_columns=unknown_columns)
@@ -311,7 +317,7 @@ class _CsvSource:
         except pa.ArrowInvalid as exc:
             raise self._explain(exc) from None
         except (OSError, EOFError) as exc:
-            raise DataError(f"{self.where}: cannot read the file: {exc}") from None
+            raise _unreadable(self.where, exc) from None
 
     def _explain(self, exc: Exception) -> DataError:
         message = str(exc)

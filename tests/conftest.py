@@ -1,0 +1,112 @@
+"""Fixtures: a real HTTP source on 127.0.0.1, luigi configured to use it and a temporary lake."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+import luigi
+import luigi.configuration
+import pytest
+from luigi.task_register import Register
+
+from tests.source_server import SourceServer
+
+DATA = Path(__file__).parent / "data"
+CSV_PATH = "/csv/{service}/{service}_tripdata_{year}-{month}.csv.gz"
+PARQUET_PATH = "/trip-data/{service}_tripdata_{year}-{month}.parquet"
+ZONES_PATH = "/misc/taxi_zone_lookup.csv"
+
+
+@contextlib.contextmanager
+def luigi_settings(settings: dict[tuple[str, str], str]) -> Iterator[None]:
+    """Set luigi config keys for the duration of a test, then put the old values back."""
+    config = luigi.configuration.get_config()
+    old = {}
+    for (section, key), value in settings.items():
+        if not config.has_section(section):
+            config.add_section(section)
+        old[(section, key)] = config.get(section, key, None)
+        config.set(section, key, value)
+    Register.clear_instance_cache()  # config classes are cached instances holding old values
+    try:
+        yield
+    finally:
+        for (section, key), value in old.items():
+            if value is None:
+                config.remove_option(section, key)
+            else:
+                config.set(section, key, value)
+        Register.clear_instance_cache()
+
+
+@pytest.fixture
+def server() -> Iterator[SourceServer]:
+    source = SourceServer().start()
+    yield source
+    source.stop()
+
+
+@pytest.fixture
+def lake(tmp_path: Path, server: SourceServer) -> Iterator[Path]:
+    """The lake root, with [tlc] pointing at the local server (csv.gz source, fast retries)."""
+    root = tmp_path / "lake"
+    with luigi_settings(pipeline_settings(server, root)):
+        yield root
+
+
+def pipeline_settings(server: SourceServer, root: Path, source: str = "csv") -> dict[tuple[str, str], str]:
+    return {
+        ("tlc", "source"): source,
+        ("tlc", "csv_url"): server.base_url + CSV_PATH,
+        ("tlc", "parquet_url"): server.base_url + PARQUET_PATH,
+        ("tlc", "zones_url"): server.base_url + ZONES_PATH,
+        ("tlc", "retries"): "2",
+        ("tlc", "retry_backoff"): "0.01",
+        ("tlc", "timeout"): "10",
+        ("lake", "root"): str(root),
+    }
+
+
+def month_path(template: str, service: str, month: str) -> str:
+    year, mm = month.split("-")
+    return template.format(service=service, year=year, month=mm)
+
+
+def serve_csv_month(server: SourceServer, service: str, month: str, csv_bytes: bytes, **fault: object) -> str:
+    """Serve a month as the course's .csv.gz; returns its URL."""
+    return server.add(month_path(CSV_PATH, service, month), gzip.compress(csv_bytes, mtime=0), **fault)
+
+
+def serve_zones(server: SourceServer) -> str:
+    return server.add(ZONES_PATH, (DATA / "taxi_zone_lookup.csv").read_bytes(), content_type="text/csv")
+
+
+def run_tasks(*tasks: luigi.Task) -> tuple[luigi.execution_summary.LuigiRunResult, dict[str, BaseException]]:
+    """Run tasks with the local scheduler; returns the result and the exception of each failed task."""
+    failures: dict[str, BaseException] = {}
+
+    def record(task: luigi.Task, exception: BaseException) -> None:
+        failures[task.task_id] = exception
+
+    luigi.Task.event_handler(luigi.Event.FAILURE)(record)
+    try:
+        result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    finally:
+        luigi.Task._event_callbacks[luigi.Task][luigi.Event.FAILURE].discard(record)
+    return result, failures
+
+
+def files_under(root: Path) -> list[str]:
+    """Every file under root (hidden part files included), relative, sorted."""
+    if not root.exists():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def month(text: str) -> dt.date:
+    year, mm = text.split("-")
+    return dt.date(int(year), int(mm), 1)

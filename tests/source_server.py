@@ -1,0 +1,106 @@
+"""A real HTTP server on 127.0.0.1 that plays the TLC source: files, error pages, faults.
+
+Every request is counted per path, so a test can assert that a rerun downloads nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Route:
+    body: bytes
+    status: int = 200
+    content_type: str = "application/octet-stream"
+    # Faults: answer 500 to the first `fail_first` requests; send only `cut_after` bytes of the body
+    # (with the full Content-Length) and close, to the first `cut_first` requests.
+    fail_first: int = 0
+    cut_after: int | None = None
+    cut_first: int = 0
+    # Send `stall_after` bytes, then hang (until the server stops): a download to kill midway.
+    stall_after: int | None = None
+    send_length: bool = True
+
+
+class SourceServer:
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.stopping = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                server.requests[self.path] += 1
+                seen = server.requests[self.path]
+                route = server.routes.get(self.path)
+                if route is None:
+                    self._answer(404, b"<html><body>Not Found</body></html>", "text/html")
+                    return
+                if seen <= route.fail_first:
+                    self._answer(500, b"<html><body>Internal Server Error</body></html>", "text/html")
+                    return
+                if route.stall_after is not None:
+                    self._stall(route)
+                    return
+                if route.cut_after is not None and seen <= route.cut_first:
+                    self.send_response(route.status)
+                    self.send_header("Content-Type", route.content_type)
+                    self.send_header("Content-Length", str(len(route.body)))
+                    self.end_headers()
+                    self.wfile.write(route.body[: route.cut_after])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self._answer(route.status, route.body, route.content_type, route.send_length)
+
+            def _stall(self, route: Route) -> None:
+                self.send_response(route.status)
+                self.send_header("Content-Length", str(len(route.body)))
+                self.end_headers()
+                self.wfile.write(route.body[: route.stall_after])
+                self.wfile.flush()
+                server.stopping.wait(60)
+                self.close_connection = True
+
+            def _answer(self, status: int, body: bytes, content_type: str, send_length: bool = True) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                if send_length:
+                    self.send_header("Content-Length", str(len(body)))
+                else:
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - keep test output quiet
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def start(self) -> SourceServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def add(self, path: str, body: bytes, **fault: object) -> str:
+        """Serve `body` at `path`; returns its URL."""
+        self.routes[path] = Route(body=body, **fault)
+        return self.base_url + path
+
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
