@@ -67,7 +67,8 @@ class PayloadCheck:
         self.url = url
         self.check_header = check_header
         self.size = 0
-        self._first = b""
+        self._first = b""  # the start of the payload, for its magic bytes or an error page's text
+        self._magic_checked = False
         self._text = b""  # decompressed start of a CSV, until its header line is complete
         self._header_done = check_header is None or kind == "parquet"
         self._gunzip = zlib.decompressobj(wbits=31) if kind == "csv.gz" else None
@@ -77,9 +78,9 @@ class PayloadCheck:
         return SourceError(f"{self.label}: {self.url} {problem}")
 
     def feed(self, chunk: bytes) -> None:
-        if self.size < 8:
-            self._first = (self._first + chunk)[:8]
-            if len(self._first) >= 4 or not chunk:
+        if not self._magic_checked:
+            self._first = (self._first + chunk)[:256]
+            if len(self._first) >= 4:
                 self._check_magic()
         self.size += len(chunk)
         if self._gunzip is not None:
@@ -88,6 +89,7 @@ class PayloadCheck:
             self._take_header_text(chunk)
 
     def _check_magic(self) -> None:
+        self._magic_checked = True
         head = self._first.lstrip()
         if head.startswith(b"<"):
             raise self._fail(f"returned {_describe_page(self._first)}, not a {self.kind} file")
@@ -127,7 +129,7 @@ class PayloadCheck:
     def finish(self, path: Path) -> None:
         if self.size == 0:
             raise self._fail("returned an empty file (0 bytes)")
-        if self.size < 4:
+        if not self._magic_checked:
             self._check_magic()
         if self._gunzip is not None and not self._gzip_whole:
             raise self._fail("is a truncated gzip file: the data ends before the gzip end-of-stream marker")
