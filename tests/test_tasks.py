@@ -181,7 +181,8 @@ def test_readme_command_makes_the_canonical_parquet(tmp_path, server):
 
     again = luigi_command(args, config)
     assert again.returncode == 0
-    assert "were encountered:\n    - 1 IngestMonth(month=2021-01, service=yellow, sinks=lake)" in again.stderr
+    assert "were encountered:\n    - 1 IngestMonth(service=yellow, month=2021-01, sinks=lake)" in again.stderr
+    assert "Did not run any tasks" in again.stderr
     assert server.total_requests() == 2
 
 
