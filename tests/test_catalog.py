@@ -34,7 +34,9 @@ def test_header_files_cover_all_four_services_and_70_months():
 
 
 def test_course_fhv_spellings_are_aliases():
-    header = "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag,Affiliated_base_number"
+    header = (
+        "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag,Affiliated_base_number"
+    )
     plan = plan_columns(FHV, header.split(","), where="fhv 2019-01")
     assert [c.name for _, c in plan.read] == [
         "dispatching_base_num",
@@ -72,11 +74,12 @@ def test_fhvhv_course_backup_without_licence_number():
 
 
 def test_pre_2017_yellow_layout_names_the_columns_it_does_not_know():
-    header = (
-        "VendorID,tpep_pickup_datetime,tpep_dropoff_datetime,passenger_count,trip_distance,pickup_longitude,"
-        "pickup_latitude,RatecodeID,store_and_fwd_flag,dropoff_longitude,dropoff_latitude,payment_type,"
-        "fare_amount,extra,mta_tax,tip_amount,tolls_amount,improvement_surcharge,total_amount"
-    ).split(",")
+    # The 2015-2016 yellow header, with coordinates instead of zone ids.
+    header = header_of(DATA / "headers" / "yellow_tripdata_2019-01.csv")[:5] + [
+        "pickup_longitude", "pickup_latitude", "RatecodeID", "store_and_fwd_flag", "dropoff_longitude",
+        "dropoff_latitude", "payment_type", "fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount",
+        "improvement_surcharge", "total_amount",
+    ]  # fmt: skip
     with pytest.raises(DataError) as error:
         plan_columns(YELLOW, header, where="yellow 2016-01 (http://host/yellow_tripdata_2016-01.csv.gz)")
     message = str(error.value)

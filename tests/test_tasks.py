@@ -157,12 +157,12 @@ def write_config(path: Path, settings: dict[tuple[str, str], str]) -> Path:
     return path
 
 
-def luigi_command(args: list[str], config: Path) -> subprocess.CompletedProcess:
+def luigi_command(args: list[str], config: Path, program: list[str] | None = None) -> subprocess.CompletedProcess:
     """The README's command, as a user runs it from the repo with their own config file."""
-    env = {**os.environ, "LUIGI_CONFIG_PATH": str(config)}
-    luigi_bin = Path(sys.executable).with_name("luigi")
-    return subprocess.run([str(luigi_bin), "--module", "luigi_tasks", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(config), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    program = program or [str(bin_dir / "luigi"), "--module", "luigi_tasks"]
+    return subprocess.run([*program, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_readme_command_makes_the_canonical_parquet(tmp_path, server):
@@ -198,9 +198,22 @@ def test_command_line_failure_exits_non_zero_with_the_reason(tmp_path, server):
 
 def test_download_task_output_follows_the_source_family(tmp_path, server):
     with luigi_settings(pipeline_settings(server, tmp_path, source="parquet")):
-        assert DownloadTripData(service="fhv", month=month("2020-01")).output().path.endswith(
-            "raw/fhv/fhv_tripdata_2020-01.parquet"
+        assert (
+            DownloadTripData(service="fhv", month=month("2020-01"))
+            .output()
+            .path.endswith("raw/fhv/fhv_tripdata_2020-01.parquet")
         )
     with luigi_settings(pipeline_settings(server, tmp_path, source="csv")):
         assert ZonesToParquet().output().path == str(tmp_path / "zones/taxi_zone_lookup.parquet")
         assert FHV.name in DownloadTripData(service="fhv", month=month("2020-01")).output().path
+
+
+def test_bin_ingest_month(tmp_path, server):
+    serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
+    serve_zones(server)
+    config = write_config(tmp_path / "luigi.cfg", pipeline_settings(server, tmp_path / "lake"))
+    done = luigi_command(["yellow", "2020-07"], config, program=[str(REPO / "bin/ingest-month")])
+    assert done.returncode == 0, done.stderr
+    assert pq.read_metadata(tmp_path / "lake/yellow/2020/yellow_tripdata_2020-07.parquet").num_rows == 266
+    usage = luigi_command([], config, program=[str(REPO / "bin/ingest-month")])
+    assert usage.returncode == 2 and "usage: ingest-month SERVICE YYYY-MM" in usage.stderr
