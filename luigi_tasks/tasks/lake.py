@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from pathlib import Path
 
 import luigi
@@ -10,9 +12,11 @@ import luigi
 from luigi_tasks import config
 from luigi_tasks.catalog import ZONES, Dataset, plan_columns
 from luigi_tasks.convert import to_canonical_parquet
-from luigi_tasks.download import download, payload_kind
+from luigi_tasks.download import download, payload_kind, redact_url
 from luigi_tasks.lake import canonical_path, raw_path
 from luigi_tasks.tasks.base import MonthTask, PipelineTask
+
+log = logging.getLogger("luigi-interface")
 
 
 def _download(task: PipelineTask, dataset: Dataset, url: str, where: str) -> None:
@@ -20,8 +24,9 @@ def _download(task: PipelineTask, dataset: Dataset, url: str, where: str) -> Non
     check_header = functools.partial(
         plan_columns, dataset, where=f"{where} ({url})", unknown_columns=tlc.unknown_columns
     )
-    task.set_status_message(f"downloading {url}")
-    download(
+    task.set_status_message(f"downloading {redact_url(url)}")
+    started = time.monotonic()
+    size = download(
         url,
         task.output().path_obj,
         label=where,
@@ -31,6 +36,8 @@ def _download(task: PipelineTask, dataset: Dataset, url: str, where: str) -> Non
         timeout=tlc.timeout,
         progress=task.progress_reporter(),
     )
+    shown = f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size:,} bytes"
+    log.info("%s: downloaded %s from %s in %.1f s", where, shown, redact_url(url), time.monotonic() - started)
 
 
 def _convert(task: PipelineTask, download_task: luigi.Task, dataset: Dataset, month) -> None:
@@ -45,9 +52,11 @@ def _convert(task: PipelineTask, download_task: luigi.Task, dataset: Dataset, mo
         unknown_columns=config.tlc().unknown_columns,
         progress=task.progress_reporter(unit="rows", scale=1),
     )
-    task.set_status_message(
-        f"{manifest.rows_out:,} rows, {manifest.rows_outside_month:,} with pickup outside the month"
-    )
+    summary = f"{manifest.rows_out:,} rows"
+    if month is not None:
+        summary += f", {manifest.rows_outside_month:,} with pickup outside the month"
+    task.set_status_message(summary)
+    log.info("%s: %s -> %s", task.output().path, summary, raw.name)
     if not config.lake().keep_raw:
         raw.unlink(missing_ok=True)
 
