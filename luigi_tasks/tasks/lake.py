@@ -28,7 +28,7 @@ def _download(task: PipelineTask, dataset: Dataset, url: str, where: str) -> Non
     started = time.monotonic()
     size = download(
         url,
-        task.output().path_obj,
+        Path(task.output().path),
         label=where,
         check_header=check_header,
         retries=tlc.retries,
@@ -41,10 +41,10 @@ def _download(task: PipelineTask, dataset: Dataset, url: str, where: str) -> Non
 
 
 def _convert(task: PipelineTask, download_task: luigi.Task, dataset: Dataset, month) -> None:
-    raw = download_task.output().path_obj
+    raw = Path(download_task.output().path)
     manifest = to_canonical_parquet(
         raw,
-        task.output().path_obj,
+        Path(task.output().path),
         dataset=dataset,
         month=month,
         source_url=download_task.url,
@@ -61,14 +61,6 @@ def _convert(task: PipelineTask, download_task: luigi.Task, dataset: Dataset, mo
         raw.unlink(missing_ok=True)
 
 
-class LakeTarget(luigi.LocalTarget):
-    """A file in the lake; it exists only once complete (every writer renames a finished part file)."""
-
-    @property
-    def path_obj(self) -> Path:
-        return Path(self.path)
-
-
 class DownloadTripData(MonthTask):
     """Downloads one month of a service as published, to {lake}/raw/{service}/.
 
@@ -79,9 +71,9 @@ class DownloadTripData(MonthTask):
     def url(self) -> str:
         return config.tlc().url_for(self.service, f"{self.month:%Y}", f"{self.month:%m}")
 
-    def output(self) -> LakeTarget:
+    def output(self) -> luigi.LocalTarget:
         root = config.lake().path
-        return LakeTarget(str(raw_path(root, self.dataset, self.month, payload_kind(self.url))))
+        return luigi.LocalTarget(str(raw_path(root, self.dataset, self.month, payload_kind(self.url))))
 
     def run(self) -> None:
         _download(self, self.dataset, self.url, self.label)
@@ -96,8 +88,8 @@ class ToParquet(MonthTask):
     def requires(self) -> DownloadTripData:
         return DownloadTripData(service=self.service, month=self.month)
 
-    def output(self) -> LakeTarget:
-        return LakeTarget(str(canonical_path(config.lake().path, self.dataset, self.month)))
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(canonical_path(config.lake().path, self.dataset, self.month)))
 
     def run(self) -> None:
         _convert(self, self.requires(), self.dataset, self.month)
@@ -110,8 +102,8 @@ class DownloadZones(PipelineTask):
     def url(self) -> str:
         return config.tlc().zones_url
 
-    def output(self) -> LakeTarget:
-        return LakeTarget(str(raw_path(config.lake().path, ZONES, None, payload_kind(self.url))))
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(raw_path(config.lake().path, ZONES, None, payload_kind(self.url))))
 
     def run(self) -> None:
         _download(self, ZONES, self.url, "zone lookup")
@@ -123,8 +115,8 @@ class ZonesToParquet(PipelineTask):
     def requires(self) -> DownloadZones:
         return DownloadZones()
 
-    def output(self) -> LakeTarget:
-        return LakeTarget(str(canonical_path(config.lake().path, ZONES, None)))
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(canonical_path(config.lake().path, ZONES, None)))
 
     def run(self) -> None:
         _convert(self, self.requires(), ZONES, None)
