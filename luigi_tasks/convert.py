@@ -14,13 +14,10 @@ import datetime as dt
 import gzip
 import io
 import json
-import queue
 import re
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,8 +31,8 @@ from luigi_tasks.files import atomic_path, sha256_of
 
 MANIFEST_KEY = b"luigi_tasks.manifest"
 # Small blocks keep the reader's memory low; batches are regrouped into full row groups anyway.
+# Arrow's streaming reader reads and parses ahead on its own threads while this thread encodes.
 CSV_BLOCK_BYTES = 1 << 20
-_READ_AHEAD_BATCHES = 4
 _RAGGED = re.compile(r"Expected (\d+) columns, got (\d+)")
 
 RowProgress = Callable[[int, "int | None"], None]
@@ -106,12 +103,12 @@ def to_canonical_parquet(
     rows_out = 0
     canonical_batches = (_canonical(batch, dataset, source.plan, where=where) for batch in source.batches())
     with ThreadPoolExecutor(max_workers=1) as hasher, atomic_path(dest) as part:
-        # The checksum, the reading and the Parquet encoding run side by side: all release the GIL.
+        # The checksum runs beside the conversion: hashlib releases the GIL.
         source_sha256 = hasher.submit(sha256_of, raw)
         with pq.ParquetWriter(
             part, dataset.schema, compression="zstd", use_dictionary=_dictionary_columns(dataset)
         ) as writer:
-            for table in _row_groups(_read_ahead(canonical_batches, _READ_AHEAD_BATCHES), row_group_rows):
+            for table in _row_groups(canonical_batches, row_group_rows):
                 stats.add(table)
                 writer.write_table(table, row_group_size=row_group_rows)
                 rows_out += table.num_rows
@@ -141,54 +138,6 @@ def to_canonical_parquet(
 def _dictionary_columns(dataset: Dataset) -> list[str]:
     # Timestamps are nearly unique: a dictionary for them is built, overflows and is thrown away.
     return [c.name for c in dataset.columns if c.type != TIME]
-
-
-T = TypeVar("T")
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
-    """Produce `items` in a background thread, at most `depth` ahead of the consumer."""
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def offer(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not offer(item):
-                    return
-            offer(done)
-        except BaseException as error:  # handed to the consumer, raised there
-            offer(_Failure(error))
-        finally:
-            close = getattr(items, "close", None)
-            if close:
-                close()
-
-    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
-    producer.start()
-    try:
-        while (item := slots.get()) is not done:
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        producer.join()
 
 
 def _row_groups(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
