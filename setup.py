@@ -14,6 +14,8 @@ setup(
         "luigi>=3.5,<4",
         "pyarrow>=15",
         "requests>=2.31",
+        "psycopg2-binary>=2.9",
+        "pgpq>=0.9",
     ],
     extras_require={
         "test": ["pytest>=8", "numpy>=1.24", "ruff>=0.6"],

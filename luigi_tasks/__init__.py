@@ -5,5 +5,14 @@
 
 from luigi_tasks.tasks.ingest import IngestMonth
 from luigi_tasks.tasks.lake import DownloadTripData, DownloadZones, ToParquet, ZonesToParquet
+from luigi_tasks.tasks.postgres import LoadToPostgres, LoadZonesToPostgres
 
-__all__ = ["DownloadTripData", "DownloadZones", "IngestMonth", "ToParquet", "ZonesToParquet"]
+__all__ = [
+    "DownloadTripData",
+    "DownloadZones",
+    "IngestMonth",
+    "LoadToPostgres",
+    "LoadZonesToPostgres",
+    "ToParquet",
+    "ZonesToParquet",
+]

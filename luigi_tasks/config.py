@@ -65,3 +65,15 @@ class lake(luigi.Config):  # noqa: N801
     @property
     def path(self) -> Path:
         return Path(self.root)
+
+
+class postgres(luigi.Config):  # noqa: N801
+    dsn = luigi.Parameter(
+        default="",
+        description="libpq URI or conninfo; empty uses libpq's PG* env vars and ~/.pgpass. Keep passwords "
+        "out of it: use PGPASSWORD or ~/.pgpass",
+    )
+    marker_table = luigi.Parameter(
+        default="table_updates",
+        description="Table of completed loads (the shape of luigi's PostgresTarget marker table)",
+    )

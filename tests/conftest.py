@@ -5,14 +5,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gzip
+import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import luigi
 import luigi.configuration
+import psycopg2
 import pytest
 from luigi.task_register import Register
 
+from tests.postgres_cluster import PostgresCluster
 from tests.source_server import SourceServer
 
 DATA = Path(__file__).parent / "data"
@@ -56,6 +60,43 @@ def lake(tmp_path: Path, server: SourceServer) -> Iterator[Path]:
     root = tmp_path / "lake"
     with luigi_settings(pipeline_settings(server, root)):
         yield root
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """DSN of a PostgreSQL server: LUIGI_TASKS_TEST_PG_DSN if set, else a throwaway cluster."""
+    existing = os.environ.get("LUIGI_TASKS_TEST_PG_DSN")
+    if existing:
+        yield existing
+        return
+    cluster = PostgresCluster().start()
+    os.environ["PGPASSWORD"] = cluster.password  # libpq reads it; the DSN carries no password
+    try:
+        yield cluster.dsn
+    finally:
+        cluster.remove()
+        os.environ.pop("PGPASSWORD", None)
+
+
+@pytest.fixture
+def pg_dsn(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    name = "test_" + secrets.token_hex(4)
+    admin = psycopg2.connect(postgres_server)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    yield postgres_server.replace("dbname=postgres", f"dbname={name}")
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def pg_lake(lake: Path, pg_dsn: str) -> Iterator[Path]:
+    """The lake fixture, plus [postgres] dsn pointing at a fresh database."""
+    with luigi_settings({("postgres", "dsn"): pg_dsn}):
+        yield lake
 
 
 def pipeline_settings(server: SourceServer, root: Path, source: str = "csv") -> dict[tuple[str, str], str]:

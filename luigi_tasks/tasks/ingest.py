@@ -6,14 +6,19 @@ import luigi
 
 from luigi_tasks.tasks.base import MonthTask
 from luigi_tasks.tasks.lake import ToParquet, ZonesToParquet
+from luigi_tasks.tasks.postgres import LoadToPostgres, LoadZonesToPostgres
 
 
 def _lake(task: IngestMonth) -> list[luigi.Task]:
     return [ToParquet(service=task.service, month=task.month), ZonesToParquet()]
 
 
+def _postgres(task: IngestMonth) -> list[luigi.Task]:
+    return [LoadToPostgres(service=task.service, month=task.month), LoadZonesToPostgres()]
+
+
 # Each sink names the tasks that put one month (and the zone lookup) there.
-SINKS = {"lake": _lake}
+SINKS = {"lake": _lake, "postgres": _postgres}
 
 
 class SinksParameter(luigi.Parameter):
@@ -36,7 +41,8 @@ class SinksParameter(luigi.Parameter):
 class IngestMonth(MonthTask, luigi.WrapperTask):
     """One month of a service in every sink asked for (default: the local lake only).
 
-    The lake sink makes the canonical Parquet under [lake] root and the zone lookup beside it.
+    lake: the canonical Parquet under [lake] root and the zone lookup beside it.
+    postgres: the month in {service}_tripdata and the lookup in zones, at [postgres] dsn.
     """
 
     sinks = SinksParameter(default=("lake",), description="Where the month goes: " + ", ".join(SINKS))

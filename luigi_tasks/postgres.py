@@ -1,0 +1,286 @@
+"""Load canonical Parquet into PostgreSQL: one table per service, one transaction per month.
+
+A trip table is partitioned by its lineage column `source_month`, one partition per month. A month
+is replaced in one transaction: DELETE the partition's rows, COPY the month in binary, upsert its
+marker row, commit. Readers keep seeing the old month (MVCC) until the commit and never half of one;
+a killed load rolls back and leaves no marker. The binary COPY stream is encoded from Arrow batches
+by pgpq, one Parquet batch at a time, so memory stays flat in the month's size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pgpq import ArrowToPostgresBinaryEncoder
+
+from luigi_tasks.catalog import AMOUNT, CODE, TEXT, TIME, ZONES, Dataset
+from luigi_tasks.errors import DataError, PipelineError
+
+LINEAGE_COLUMN = "source_month"
+_PG_TYPES = {CODE: "bigint", AMOUNT: "double precision", TIME: "timestamp", TEXT: "text"}
+# information_schema spells some types differently from DDL.
+_INFORMATION_SCHEMA_TYPES = {"timestamp": "timestamp without time zone"}
+_COPY_READ_BYTES = 1 << 20
+_BATCH_ROWS = 65_536
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+RowProgress = Callable[[int, "int | None"], None]
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def checked_identifier(name: str, what: str) -> str:
+    """Table and schema names come from config: allow plain identifiers only."""
+    if not _IDENTIFIER.match(name):
+        raise DataError(f"{what} {name!r} is not a plain SQL identifier (letters, digits, _; at most 63)")
+    return name
+
+
+def table_name(dataset: Dataset) -> str:
+    return "zones" if dataset is ZONES else f"{dataset.name}_tripdata"
+
+
+def update_id(dataset: Dataset, month: dt.date | None) -> str:
+    """The marker's stable id, e.g. 'yellow_tripdata:2021-01' or 'zones'."""
+    return table_name(dataset) if month is None else f"{table_name(dataset)}:{month:%Y-%m}"
+
+
+def describe_dsn(dsn: str) -> str:
+    """'user@host:port/dbname' for messages: never the password."""
+    try:
+        parts = psycopg2.extensions.parse_dsn(dsn) if dsn else {}
+    except psycopg2.ProgrammingError:
+        return "(an unparseable [postgres] dsn)"
+    host = parts.get("host") or os.environ.get("PGHOST") or "local socket"
+    port = parts.get("port") or os.environ.get("PGPORT") or "5432"
+    user = parts.get("user") or os.environ.get("PGUSER") or ""
+    dbname = parts.get("dbname") or os.environ.get("PGDATABASE") or user or ""
+    return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
+
+
+def _secrets(dsn: str) -> list[str]:
+    found = [os.environ.get("PGPASSWORD", "")]
+    with suppress(psycopg2.ProgrammingError):
+        found.append(psycopg2.extensions.parse_dsn(dsn).get("password", "") if dsn else "")
+    return [s for s in found if s]
+
+
+def _masked(text: str, dsn: str) -> str:
+    for secret in _secrets(dsn):
+        text = text.replace(secret, "****")
+    return " ".join(text.split())
+
+
+@contextmanager
+def connection(dsn: str) -> Iterator[psycopg2.extensions.connection]:
+    """A connection whose errors name the server, never the password; closed on exit."""
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=10, application_name="luigi_tasks")
+    except psycopg2.OperationalError as exc:
+        raise PipelineError(f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {_masked(str(exc), dsn)}") from None
+    try:
+        yield conn
+    except psycopg2.Error as exc:
+        conn.rollback()
+        raise PipelineError(f"PostgreSQL at {describe_dsn(dsn)}: {_masked(str(exc), dsn)}") from None
+    finally:
+        conn.close()
+
+
+def _expected_columns(dataset: Dataset, with_lineage: bool) -> list[tuple[str, str]]:
+    columns = [(c.name, _PG_TYPES[c.type]) for c in dataset.columns]
+    return [*columns, (LINEAGE_COLUMN, "date")] if with_lineage else columns
+
+
+def _create_sql(table: str, dataset: Dataset, partitioned: bool) -> str:
+    columns = ",\n  ".join(
+        f"{quote_ident(name)} {type_}{' NOT NULL' if name == LINEAGE_COLUMN else ''}"
+        for name, type_ in _expected_columns(dataset, partitioned)
+    )
+    partitioning = f" PARTITION BY LIST ({LINEAGE_COLUMN})" if partitioned else ""
+    return f"CREATE TABLE IF NOT EXISTS {quote_ident(table)} (\n  {columns}\n){partitioning}"
+
+
+def _check_table(cur, table: str, dataset: Dataset, partitioned: bool) -> bool:
+    """True if the table exists and matches the catalogue; False if it does not exist; else an error."""
+    cur.execute(
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    )
+    found = cur.fetchall()
+    if not found:
+        return False
+    expected = [(n, _INFORMATION_SCHEMA_TYPES.get(t, t)) for n, t in _expected_columns(dataset, partitioned)]
+    problems = []
+    found_types, expected_types = dict(found), dict(expected)
+    missing = [n for n, _ in expected if n not in found_types]
+    extra = [n for n, _ in found if n not in expected_types]
+    if missing:
+        problems.append("missing " + ", ".join(missing))
+    if extra:
+        problems.append("unexpected " + ", ".join(extra))
+    problems += [
+        f"{n} is {found_types[n]}, expected {t}" for n, t in expected if n in found_types and found_types[n] != t
+    ]
+    if not problems and partitioned:
+        cur.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (quote_ident(table),))
+        if cur.fetchone()[0] != "p":
+            problems.append(f"it is not partitioned by {LINEAGE_COLUMN}")
+    if problems:
+        raise DataError(
+            f"table {table} does not match the {dataset.name} catalogue: {'; '.join(problems)}."
+            " Nothing was changed: drop or rename the table, or load into another schema"
+        )
+    return True
+
+
+def ensure_marker_table(cur, marker_table: str) -> None:
+    # The same shape as luigi's PostgresTarget marker table, so both can share it.
+    cur.execute(
+        f"CREATE TABLE IF NOT EXISTS {quote_ident(marker_table)} ("
+        " update_id TEXT PRIMARY KEY, target_table TEXT, inserted TIMESTAMP DEFAULT NOW())"
+    )
+
+
+def _partition_name(table: str, month: dt.date) -> str:
+    return f"{table}_{month:%Y_%m}"
+
+
+def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: str) -> str:
+    """Create (once) the service table, the month's partition and the marker table; commit; return the partition.
+
+    DDL runs in its own short transaction under an advisory lock, so concurrent workers do not race.
+    """
+    table = table_name(dataset)
+    partition = _partition_name(table, month)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (table,))
+        if not _check_table(cur, table, dataset, partitioned=True):
+            cur.execute(_create_sql(table, dataset, partitioned=True))
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {quote_ident(partition)} PARTITION OF {quote_ident(table)} FOR VALUES IN (%s)",
+            (month,),
+        )
+        ensure_marker_table(cur, marker_table)
+    conn.commit()
+    return partition
+
+
+class _ByteStream:
+    """A read()-able file over an iterator of byte chunks, for psycopg2's copy_expert."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if size < 0:
+            size = len(self._buffer)
+        out = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return out
+
+
+def _binary_copy_chunks(
+    parquet: Path, lineage: dt.date | None, progress: RowProgress | None, counter: list[int]
+) -> Iterator[bytes]:
+    source = pq.ParquetFile(parquet)
+    schema = source.schema_arrow
+    if lineage is not None:
+        schema = schema.append(pa.field(LINEAGE_COLUMN, pa.date32()))
+    encoder = ArrowToPostgresBinaryEncoder(schema)
+    total = source.metadata.num_rows
+    yield encoder.write_header()
+    for batch in source.iter_batches(batch_size=_BATCH_ROWS):
+        if lineage is not None:
+            months = pa.array([lineage] * batch.num_rows, pa.date32())
+            batch = pa.RecordBatch.from_arrays([*batch.columns, months], schema=schema)
+        yield encoder.write_batch(batch)
+        counter[0] += batch.num_rows
+        if progress:
+            progress(counter[0], total)
+    yield encoder.finish()
+
+
+def _copy(cur, target: str, columns: list[str], parquet: Path, lineage, progress) -> int:
+    counter = [0]
+    column_list = ", ".join(quote_ident(c) for c in columns)
+    stream = _ByteStream(_binary_copy_chunks(parquet, lineage, progress, counter))
+    cur.copy_expert(
+        f"COPY {quote_ident(target)} ({column_list}) FROM STDIN WITH (FORMAT binary)", stream, _COPY_READ_BYTES
+    )
+    return counter[0]
+
+
+def _mark(cur, marker_table: str, update: str, table: str) -> None:
+    cur.execute(
+        f"INSERT INTO {quote_ident(marker_table)} (update_id, target_table) VALUES (%s, %s)"
+        " ON CONFLICT (update_id) DO UPDATE SET target_table = EXCLUDED.target_table, inserted = NOW()",
+        (update, table),
+    )
+
+
+def load_month(
+    dsn: str,
+    parquet: Path,
+    *,
+    dataset: Dataset,
+    month: dt.date,
+    marker_table: str,
+    progress: RowProgress | None = None,
+) -> int:
+    """Replace one month of a service's table with the canonical Parquet's rows; returns the row count."""
+    expected_rows = pq.read_metadata(parquet).num_rows
+    with connection(dsn) as conn:
+        partition = prepare_month_table(conn, dataset, month, marker_table)
+        with conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {quote_ident(partition)}")
+            columns = [name for name, _ in _expected_columns(dataset, with_lineage=True)]
+            copied = _copy(cur, partition, columns, parquet, month, progress)
+            if copied != expected_rows:
+                raise PipelineError(f"{update_id(dataset, month)}: copied {copied:,} rows, expected {expected_rows:,}")
+            _mark(cur, marker_table, update_id(dataset, month), table_name(dataset))
+        conn.commit()
+    return copied
+
+
+def load_zones(dsn: str, parquet: Path, *, marker_table: str) -> int:
+    """Replace the zones table with the lookup's rows, in one transaction."""
+    with connection(dsn) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('zones'))")
+            if not _check_table(cur, "zones", ZONES, partitioned=False):
+                cur.execute(_create_sql("zones", ZONES, partitioned=False))
+            ensure_marker_table(cur, marker_table)
+            cur.execute("DELETE FROM zones")
+            copied = _copy(cur, "zones", [c.name for c in ZONES.columns], parquet, None, None)
+            _mark(cur, marker_table, update_id(ZONES, None), "zones")
+        conn.commit()
+    return copied
+
+
+def done_updates(dsn: str, marker_table: str, update_ids: list[str]) -> set[str]:
+    """Which of these updates are marked done: one query, whatever the number of ids."""
+    with connection(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (quote_ident(marker_table),))
+        if not cur.fetchone()[0]:
+            return set()
+        cur.execute(f"SELECT update_id FROM {quote_ident(marker_table)} WHERE update_id = ANY(%s)", (list(update_ids),))
+        return {row[0] for row in cur.fetchall()}

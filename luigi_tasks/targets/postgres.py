@@ -1,0 +1,27 @@
+"""Is a month loaded into PostgreSQL? Its marker row says so, written in the load's own transaction."""
+
+from __future__ import annotations
+
+import luigi
+
+from luigi_tasks.postgres import checked_identifier, done_updates
+
+
+class PostgresMarkerTarget(luigi.Target):
+    """Exists when the marker table has a row for `update_id` (e.g. 'yellow_tripdata:2021-01')."""
+
+    def __init__(self, dsn: str, marker_table: str, update_id: str) -> None:
+        self.dsn = dsn
+        self.marker_table = checked_identifier(marker_table, "[postgres] marker_table")
+        self.update_id = update_id
+
+    def exists(self) -> bool:
+        return self.update_id in done_updates(self.dsn, self.marker_table, [self.update_id])
+
+    @classmethod
+    def bulk_exists(cls, targets: list[PostgresMarkerTarget]) -> set[str]:
+        """The update ids of `targets` that are done, in one query (all targets share dsn and table)."""
+        if not targets:
+            return set()
+        first = targets[0]
+        return done_updates(first.dsn, first.marker_table, [t.update_id for t in targets])
