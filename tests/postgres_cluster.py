@@ -6,6 +6,7 @@ authentication (scram) is on, so tests see the real thing; the password goes thr
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -78,8 +79,6 @@ class PostgresCluster:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def remove(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass  # already stopped
         shutil.rmtree(self.base, ignore_errors=True)
