@@ -30,7 +30,9 @@ _PG_TYPES = {CODE: "bigint", AMOUNT: "double precision", TIME: "timestamp", TEXT
 # information_schema spells some types differently from DDL.
 _INFORMATION_SCHEMA_TYPES = {"timestamp": "timestamp without time zone"}
 _COPY_READ_BYTES = 1 << 20
-_BATCH_ROWS = 65_536
+# Small batches keep the client's memory low (the encoder's buffers grow with the batch); the COPY
+# stream is continuous either way.
+_BATCH_ROWS = 16_384
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 RowProgress = Callable[[int, "int | None"], None]
@@ -179,22 +181,22 @@ def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: st
 
 
 class _ByteStream:
-    """A read()-able file over an iterator of byte chunks, for psycopg2's copy_expert."""
+    """A read()-able file over an iterator of byte chunks, for psycopg2's copy_expert (no copying beyond slices)."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
-        self._buffer = bytearray()
+        self._chunk = b""
+        self._offset = 0
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        if size < 0:
-            size = len(self._buffer)
-        out = bytes(self._buffer[:size])
-        del self._buffer[:size]
+        while self._offset >= len(self._chunk):
+            following = next(self._chunks, None)
+            if following is None:
+                return b""
+            self._chunk, self._offset = following, 0
+        end = len(self._chunk) if size < 0 else self._offset + size
+        out = self._chunk[self._offset : end]
+        self._offset += len(out)
         return out
 
 
@@ -207,11 +209,11 @@ def _binary_copy_chunks(
         schema = schema.append(pa.field(LINEAGE_COLUMN, pa.date32()))
     encoder = ArrowToPostgresBinaryEncoder(schema)
     total = source.metadata.num_rows
+    months = pa.array([lineage] * _BATCH_ROWS, pa.date32()) if lineage is not None else None
     yield encoder.write_header()
     for batch in source.iter_batches(batch_size=_BATCH_ROWS):
-        if lineage is not None:
-            months = pa.array([lineage] * batch.num_rows, pa.date32())
-            batch = pa.RecordBatch.from_arrays([*batch.columns, months], schema=schema)
+        if months is not None:
+            batch = pa.RecordBatch.from_arrays([*batch.columns, months.slice(0, batch.num_rows)], schema=schema)
         yield encoder.write_batch(batch)
         counter[0] += batch.num_rows
         if progress:
