@@ -3,11 +3,13 @@
 `luigi --module luigi_tasks <Task>` finds every public task here.
 """
 
+from luigi_tasks.tasks.backfill import Backfill
 from luigi_tasks.tasks.ingest import IngestMonth
 from luigi_tasks.tasks.lake import DownloadTripData, DownloadZones, ToParquet, ZonesToParquet
 from luigi_tasks.tasks.postgres import LoadToPostgres, LoadZonesToPostgres
 
 __all__ = [
+    "Backfill",
     "DownloadTripData",
     "DownloadZones",
     "IngestMonth",

@@ -5,20 +5,7 @@ from __future__ import annotations
 import luigi
 
 from luigi_tasks.tasks.base import MonthTask
-from luigi_tasks.tasks.lake import ToParquet, ZonesToParquet
-from luigi_tasks.tasks.postgres import LoadToPostgres, LoadZonesToPostgres
-
-
-def _lake(task: IngestMonth) -> list[luigi.Task]:
-    return [ToParquet(service=task.service, month=task.month), ZonesToParquet()]
-
-
-def _postgres(task: IngestMonth) -> list[luigi.Task]:
-    return [LoadToPostgres(service=task.service, month=task.month), LoadZonesToPostgres()]
-
-
-# Each sink names the tasks that put one month (and the zone lookup) there.
-SINKS = {"lake": _lake, "postgres": _postgres}
+from luigi_tasks.tasks.sinks import SINKS
 
 
 class SinksParameter(luigi.Parameter):
@@ -48,4 +35,8 @@ class IngestMonth(MonthTask, luigi.WrapperTask):
     sinks = SinksParameter(default=("lake",), description="Where the month goes: " + ", ".join(SINKS))
 
     def requires(self) -> list[luigi.Task]:
-        return [task for sink in self.sinks for task in SINKS[sink](self)]
+        tasks = []
+        for name in self.sinks:
+            sink = SINKS[name]
+            tasks += [*sink.month_tasks(self.service, self.month), sink.zones_task()]
+        return tasks

@@ -1,0 +1,140 @@
+"""Backfill: every month of a range, for several services, into the sinks asked for, in one command."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import luigi
+
+from luigi_tasks.catalog import SERVICES, next_month, service
+from luigi_tasks.errors import DataError
+from luigi_tasks.tasks.base import MonthParameter, PipelineTask
+from luigi_tasks.tasks.ingest import IngestMonth, SinksParameter
+from luigi_tasks.tasks.sinks import SINKS
+
+
+class ServicesParameter(luigi.Parameter):
+    """A comma-separated list of services, or `all`."""
+
+    def parse(self, x: str | tuple) -> tuple[str, ...]:
+        names = tuple(s.strip() for s in x.split(",")) if isinstance(x, str) else tuple(x)
+        if names == ("all",):
+            return tuple(SERVICES)
+        for name in names:
+            service(name)  # a clear error for an unknown one
+        return tuple(dict.fromkeys(names))
+
+    def normalize(self, x: str | tuple) -> tuple[str, ...]:
+        return self.parse(x)
+
+    def serialize(self, x: tuple[str, ...]) -> str:
+        return ",".join(x)
+
+
+def months_between(start: dt.date, stop: dt.date) -> list[dt.date]:
+    """Every month from start to stop, both included."""
+    months, month = [], start
+    while month <= stop:
+        months.append(month)
+        month = next_month(month)
+    return months
+
+
+@dataclass
+class BackfillPlan:
+    done: dict[str, list[dt.date]] = field(default_factory=dict)
+    missing: dict[str, dict[dt.date, list[str]]] = field(default_factory=dict)  # month -> sinks lacking it
+    unpublished: dict[str, list[dt.date]] = field(default_factory=dict)  # before the service's first month
+    zones_missing: list[str] = field(default_factory=list)  # sinks without the zone lookup
+
+    def describe(self) -> str:
+        lines = []
+        for name in self.done:
+            lines.append(f"{name}: {len(self.done[name])} done {_spans(self.done[name])}".rstrip())
+            missing = self.missing[name]
+            lines.append(f"{name}: {len(missing)} to run {_spans(list(missing))}".rstrip())
+            by_sinks: dict[tuple[str, ...], list[dt.date]] = {}
+            for month, sinks in missing.items():
+                by_sinks.setdefault(tuple(sinks), []).append(month)
+            lines += [f"    into {', '.join(sinks)}: {_spans(months)}" for sinks, months in by_sinks.items()]
+            if self.unpublished[name]:
+                lines.append(f"{name}: skipped, not published by the TLC: {_spans(self.unpublished[name])}")
+        if self.zones_missing:
+            lines.append(f"zone lookup: to load into {', '.join(self.zones_missing)}")
+        return "\n".join(lines)
+
+
+def _spans(months: list[dt.date]) -> str:
+    """2019-01..2019-06, 2019-09: consecutive months as one span."""
+    spans: list[list[dt.date]] = []
+    for month in sorted(months):
+        if spans and next_month(spans[-1][-1]) == month:
+            spans[-1].append(month)
+        else:
+            spans.append([month])
+    return ", ".join(f"{s[0]:%Y-%m}" if len(s) == 1 else f"{s[0]:%Y-%m}..{s[-1]:%Y-%m}" for s in spans)
+
+
+class Backfill(PipelineTask, luigi.WrapperTask):
+    """Every IngestMonth from --start to --stop (both inclusive) for each of --services, into --sinks.
+
+    What is already done is found with one bulk check per sink and service (a directory listing, one
+    query), not one check per month; only the missing months are scheduled. --dry-run prints the plan
+    and runs nothing.
+    """
+
+    services = ServicesParameter(description="Comma-separated services, or all: " + ", ".join(SERVICES))
+    start = MonthParameter(description="First month, YYYY-MM (inclusive)")
+    stop = MonthParameter(description="Last month, YYYY-MM (inclusive)")
+    sinks = SinksParameter(default=("lake",), description="Where the months go: " + ", ".join(SINKS))
+    dry_run = luigi.BoolParameter(
+        default=False, significant=False, description="Print what would run and what is done; run nothing"
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.stop < self.start:
+            raise DataError(f"Backfill: --stop {self.stop:%Y-%m} is before --start {self.start:%Y-%m}")
+        self._plan: BackfillPlan | None = None
+
+    def plan(self) -> BackfillPlan:
+        """What is done and what is missing, from one bulk check per sink per service (asked anew)."""
+        plan = BackfillPlan()
+        months = months_between(self.start, self.stop)
+        for name in self.services:
+            dataset = service(name)
+            published = [m for m in months if dataset.first_month is None or m >= dataset.first_month]
+            plan.unpublished[name] = [m for m in months if m not in published]
+            done_by_sink = {sink: SINKS[sink].done_months(dataset, published) for sink in self.sinks}
+            plan.done[name] = [m for m in published if all(m in done for done in done_by_sink.values())]
+            plan.missing[name] = {
+                m: [sink for sink, done in done_by_sink.items() if m not in done]
+                for m in published
+                if m not in plan.done[name]
+            }
+        plan.zones_missing = [sink for sink in self.sinks if not SINKS[sink].zones_task().complete()]
+        self._plan = plan
+        return plan
+
+    def requires(self) -> list[luigi.Task]:
+        if self.dry_run:
+            return []
+        # Luigi asks complete() just before requires(): use the answer it got.
+        plan = self._plan or self.plan()
+        tasks: list[luigi.Task] = [SINKS[sink].zones_task() for sink in plan.zones_missing]
+        for name, missing in plan.missing.items():
+            tasks += [IngestMonth(service=name, month=month, sinks=self.sinks) for month in missing]
+        return tasks
+
+    def complete(self) -> bool:
+        if self.dry_run:
+            return False  # a dry run always runs: it prints the plan
+        plan = self.plan()
+        return not plan.zones_missing and not any(plan.missing.values())
+
+    def run(self) -> None:
+        if self.dry_run:
+            print(f"Backfill {self.start:%Y-%m}..{self.stop:%Y-%m} into {', '.join(self.sinks)} (dry run):")
+            print(self.plan().describe(), flush=True)
+        self._plan = None

@@ -1,0 +1,67 @@
+"""The sinks a month can go to: which tasks put it there, and a bulk "which months are done?" check.
+
+A bulk check answers for a whole range of months with one round trip per sink and service (one
+directory listing, one query), so that a backfill over years does not ask every task in turn.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import luigi
+
+from luigi_tasks import config
+from luigi_tasks.catalog import Dataset, parse_month
+from luigi_tasks.errors import DataError
+from luigi_tasks.lake import canonical_path
+from luigi_tasks.postgres import done_updates, update_id
+from luigi_tasks.tasks.lake import ToParquet, ZonesToParquet
+from luigi_tasks.tasks.postgres import LoadToPostgres, LoadZonesToPostgres
+
+
+class LakeSink:
+    name = "lake"
+
+    def month_tasks(self, service: str, month: dt.date) -> list[luigi.Task]:
+        return [ToParquet(service=service, month=month)]
+
+    def zones_task(self) -> luigi.Task:
+        return ZonesToParquet()
+
+    def done_months(self, dataset: Dataset, months: list[dt.date]) -> set[dt.date]:
+        """One listing of {lake}/{service}/*/: a canonical file exists only once complete."""
+        root = config.lake().path
+        present = set()
+        for path in (root / dataset.name).glob("*/*.parquet"):
+            month = _month_of(path, dataset)
+            if month and path == canonical_path(root, dataset, month):
+                present.add(month)
+        return present & set(months)
+
+
+class PostgresSink:
+    name = "postgres"
+
+    def month_tasks(self, service: str, month: dt.date) -> list[luigi.Task]:
+        return [LoadToPostgres(service=service, month=month)]
+
+    def zones_task(self) -> luigi.Task:
+        return LoadZonesToPostgres()
+
+    def done_months(self, dataset: Dataset, months: list[dt.date]) -> set[dt.date]:
+        """One query on the marker table for every month asked about."""
+        settings = config.postgres()
+        ids = {update_id(dataset, month): month for month in months}
+        return {ids[done] for done in done_updates(settings.dsn, settings.marker_table, list(ids))}
+
+
+def _month_of(path: Path, dataset: Dataset) -> dt.date | None:
+    stem = path.stem.rsplit("_", 1)[-1]  # '{service}_tripdata_2021-01' -> '2021-01'
+    try:
+        return parse_month(stem)
+    except DataError:
+        return None
+
+
+SINKS = {sink.name: sink for sink in (LakeSink(), PostgresSink())}

@@ -1,0 +1,90 @@
+"""Backfill: one command for a range, bulk completeness checks, a dry run, reruns that do nothing."""
+
+from __future__ import annotations
+
+import luigi
+import pytest
+
+from luigi_tasks import Backfill, IngestMonth
+from luigi_tasks.errors import DataError
+from tests.conftest import DATA, files_under, month, run_tasks, serve_csv_month, serve_zones
+
+YELLOW_HEAD = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
+GREEN_HEAD = (DATA / "green_tripdata_2019-01_head99.csv").read_bytes()
+
+
+def serve_range(server, service: str, body: bytes, months: list[str]) -> None:
+    for at in months:
+        serve_csv_month(server, service, at, body)
+
+
+def dry_run(capsys, **params) -> str:
+    capsys.readouterr()
+    result, failures = run_tasks(Backfill(dry_run=True, **params))
+    assert failures == {} and result.scheduling_succeeded
+    return capsys.readouterr().out
+
+
+def test_dry_run_lists_exactly_the_missing_months_and_runs_nothing(lake, server, capsys):
+    serve_range(server, "yellow", YELLOW_HEAD, ["2020-07"])
+    serve_zones(server)
+    run_tasks(IngestMonth(service="yellow", month=month("2020-07")))
+    requests = server.total_requests()
+
+    out = dry_run(capsys, services="yellow,fhvhv", start=month("2019-01"), stop=month("2020-12"))
+    assert out.splitlines() == [
+        "Backfill 2019-01..2020-12 into lake (dry run):",
+        "yellow: 1 done 2020-07",
+        "yellow: 23 to run 2019-01..2020-06, 2020-08..2020-12",
+        "    into lake: 2019-01..2020-06, 2020-08..2020-12",
+        "fhvhv: 0 done",
+        "fhvhv: 23 to run 2019-02..2020-12",
+        "    into lake: 2019-02..2020-12",
+        "fhvhv: skipped, not published by the TLC: 2019-01",
+    ]
+    assert server.total_requests() == requests  # nothing downloaded
+    assert len(files_under(lake)) == 4
+
+
+def test_backfill_runs_the_missing_months_and_a_rerun_runs_nothing(pg_lake, pg_dsn, server, capsys):
+    serve_range(server, "yellow", YELLOW_HEAD, ["2020-07", "2020-08", "2020-09"])
+    serve_range(server, "green", GREEN_HEAD, ["2020-07", "2020-08", "2020-09"])
+    serve_zones(server)
+    run_tasks(IngestMonth(service="green", month=month("2020-08"), sinks="lake,postgres"))
+
+    backfill = dict(services="yellow,green", start=month("2020-07"), stop=month("2020-09"), sinks="lake,postgres")
+    out = dry_run(capsys, **backfill)
+    assert "yellow: 3 to run 2020-07..2020-09" in out
+    assert "green: 1 done 2020-08" in out and "green: 2 to run 2020-07, 2020-09" in out
+
+    result, failures = run_tasks(Backfill(**backfill))
+    assert failures == {} and result.status == luigi.LuigiStatusCode.SUCCESS
+    ran = result.summary_text
+    assert "IngestMonth" in ran and "5 IngestMonth" in ran  # the five missing months, not the done one
+    assert len([p for p in files_under(pg_lake) if p.endswith(".parquet") and "tripdata" in p]) == 6
+
+    requests = server.total_requests()
+    result, _ = run_tasks(Backfill(**backfill))
+    assert result.status == luigi.LuigiStatusCode.SUCCESS
+    assert "Did not run any tasks" in result.summary_text
+    assert server.total_requests() == requests
+    assert "0 to run" in dry_run(capsys, **backfill)
+
+
+def test_a_lake_file_removed_is_found_missing(lake, server, capsys):
+    serve_range(server, "yellow", YELLOW_HEAD, ["2020-07", "2020-08"])
+    serve_zones(server)
+    run_tasks(Backfill(services="yellow", start=month("2020-07"), stop=month("2020-08")))
+    (lake / "yellow/2020/yellow_tripdata_2020-08.parquet").unlink()
+    out = dry_run(capsys, services="yellow", start=month("2020-07"), stop=month("2020-08"))
+    assert "yellow: 1 to run 2020-08" in out
+
+
+def test_bad_ranges_and_services():
+    with pytest.raises(DataError, match="Backfill: --stop 2019-01 is before --start 2020-01"):
+        Backfill(services="yellow", start=month("2020-01"), stop=month("2019-01"))
+    with pytest.raises(DataError, match="unknown service 'taxi'; known services: yellow, green, fhv, fhvhv"):
+        Backfill(services="yellow,taxi", start=month("2020-01"), stop=month("2020-01"))
+    assert Backfill(services="all", start=month("2020-01"), stop=month("2020-01")).services == (
+        "yellow", "green", "fhv", "fhvhv",
+    )  # fmt: skip
