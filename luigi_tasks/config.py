@@ -38,6 +38,9 @@ class tlc(luigi.Config):  # noqa: N801 - the class name is the config section's 
     timeout = luigi.FloatParameter(
         default=60.0, description="Seconds to wait for a connection or for the next bytes of a download"
     )
+    publication_lag_months = luigi.IntParameter(
+        default=2, description="Months between a month's end and its files on the TLC site (for --stop latest)"
+    )
     unknown_columns = luigi.ChoiceParameter(
         choices=["error", "drop"],
         default="error",
@@ -76,4 +79,19 @@ class postgres(luigi.Config):  # noqa: N801
     marker_table = luigi.Parameter(
         default="table_updates",
         description="Table of completed loads (the shape of luigi's PostgresTarget marker table)",
+    )
+
+
+class history(luigi.Config):  # noqa: N801
+    path = luigi.Parameter(default="", description="SQLite file of task runs; empty: history.sqlite in the lake root")
+
+    @property
+    def file(self) -> Path:
+        return Path(self.path) if self.path else lake().path / "history.sqlite"
+
+
+class notify(luigi.Config):  # noqa: N801
+    webhook_url = luigi.Parameter(
+        default="",
+        description="URL that gets a JSON POST for every failed task (e.g. a Slack incoming webhook); empty: none",
     )

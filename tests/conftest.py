@@ -109,6 +109,7 @@ def pipeline_settings(server: SourceServer, root: Path, source: str = "csv") -> 
         ("tlc", "retry_backoff"): "0.01",
         ("tlc", "timeout"): "10",
         ("lake", "root"): str(root),
+        ("history", "path"): str(root.parent / "history.sqlite"),  # beside the lake, so tests see the lake alone
     }
 
 

@@ -88,3 +88,25 @@ def test_bad_ranges_and_services():
     assert Backfill(services="all", start=month("2020-01"), stop=month("2020-01")).services == (
         "yellow", "green", "fhv", "fhvhv",
     )  # fmt: skip
+
+
+def test_history_keeps_every_run_with_rows_and_outcome(pg_lake, pg_dsn, server, tmp_path):
+    from luigi_tasks import config, history
+
+    serve_range(server, "yellow", YELLOW_HEAD, ["2020-07"])
+    serve_zones(server)
+    run_tasks(Backfill(services="yellow,fhvhv", start=month("2019-01"), stop=month("2019-02"), sinks="lake"))
+    run_tasks(Backfill(services="yellow", start=month("2020-07"), stop=month("2020-07"), sinks="lake,postgres"))
+    runs = history.runs(config.history().file, limit=100)
+    by_family: dict[str, list[dict]] = {}
+    for run in runs:
+        by_family.setdefault(run["task_family"], []).append(run)
+    assert [r["rows"] for r in by_family["LoadToPostgres"]] == [266]
+    assert {r["rows"] for r in by_family["ToParquet"] if r["status"] == "DONE"} == {266}
+    failed = [r for r in runs if r["status"] == "FAILED"]
+    assert {r["task_id"].split("_")[0] for r in failed} == {"DownloadTripData"}
+    assert all("is not published at" in r["error"] for r in failed)
+    assert all(r["seconds"] is not None and r["seconds"] >= 0 for r in runs)
+    assert history.latest_rows(config.history().file, [by_family["LoadToPostgres"][0]["task_id"]]) == {
+        by_family["LoadToPostgres"][0]["task_id"]: 266
+    }

@@ -9,9 +9,9 @@ import luigi
 
 from luigi_tasks.catalog import SERVICES, next_month, service
 from luigi_tasks.errors import DataError
-from luigi_tasks.tasks.base import MonthParameter, PipelineTask
+from luigi_tasks.tasks.base import MonthParameter, PipelineTask, log
 from luigi_tasks.tasks.ingest import IngestMonth, SinksParameter
-from luigi_tasks.tasks.sinks import SINKS
+from luigi_tasks.tasks.sinks import SINKS, rows_by_sink
 
 
 class ServicesParameter(luigi.Parameter):
@@ -104,7 +104,7 @@ class Backfill(PipelineTask, luigi.WrapperTask):
         months = months_between(self.start, self.stop)
         for name in self.services:
             dataset = service(name)
-            published = [m for m in months if dataset.first_month is None or m >= dataset.first_month]
+            published = self._published(name)
             plan.unpublished[name] = [m for m in months if m not in published]
             done_by_sink = {sink: SINKS[sink].done_months(dataset, published) for sink in self.sinks}
             plan.done[name] = [m for m in published if all(m in done for done in done_by_sink.values())]
@@ -116,6 +116,10 @@ class Backfill(PipelineTask, luigi.WrapperTask):
         plan.zones_missing = [sink for sink in self.sinks if not SINKS[sink].zones_task().complete()]
         self._plan = plan
         return plan
+
+    def _published(self, name: str) -> list[dt.date]:
+        first = service(name).first_month
+        return [m for m in months_between(self.start, self.stop) if first is None or m >= first]
 
     def requires(self) -> list[luigi.Task]:
         if self.dry_run:
@@ -137,4 +141,13 @@ class Backfill(PipelineTask, luigi.WrapperTask):
         if self.dry_run:
             print(f"Backfill {self.start:%Y-%m}..{self.stop:%Y-%m} into {', '.join(self.sinks)} (dry run):")
             print(self.plan().describe(), flush=True)
+        else:
+            months = [(name, month) for name in self.services for month in self._published(name)]
+            rows = rows_by_sink(months, self.sinks)
+            log.info(
+                "Backfill %s..%s: %s",
+                f"{self.start:%Y-%m}",
+                f"{self.stop:%Y-%m}",
+                ", ".join(f"{sink} {n:,} rows" for sink, n in rows.items()),
+            )
         self._plan = None

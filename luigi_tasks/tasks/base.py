@@ -8,6 +8,7 @@ import time
 
 import luigi
 
+from luigi_tasks import config, history, notify
 from luigi_tasks.catalog import SERVICES, Dataset, check_month, parse_month, service
 from luigi_tasks.errors import PipelineError
 
@@ -15,14 +16,28 @@ log = logging.getLogger("luigi-interface")
 
 
 class MonthParameter(luigi.MonthParameter):
-    """YYYY-MM, with an error that says what was expected."""
+    """YYYY-MM, or `latest` (the newest month the TLC has published), with an error that says what was expected."""
 
     def parse(self, s: str) -> dt.date:
+        if s.strip() == "latest":
+            return latest_published_month(dt.date.today(), config.tlc().publication_lag_months)
         return parse_month(s)
 
 
+def latest_published_month(today: dt.date, lag_months: int) -> dt.date:
+    """The TLC publishes a month's trips about `lag_months` after it ends."""
+    index = today.year * 12 + today.month - 1 - lag_months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
 class PipelineTask(luigi.Task):
-    """Base of every task: a failure we explain is reported as its message, not a traceback."""
+    """Base of every task: a failure we explain is reported as its message, not a traceback.
+
+    Every run is recorded in the run history; a failure is also posted to [notify] webhook_url.
+    A task that writes rows sets `self.rows`, which the history keeps.
+    """
+
+    rows: int | None = None
 
     def on_failure(self, exception: BaseException) -> str:
         if isinstance(exception, PipelineError):
@@ -76,3 +91,42 @@ class ProgressReporter:
         if percent is not None and percent != self._last_percent:
             self._last_percent = percent
             self.task.set_progress_percentage(percent)
+
+
+def failure_message(exception: BaseException) -> str:
+    if isinstance(exception, PipelineError):
+        return str(exception)
+    return f"{type(exception).__name__}: {exception}"
+
+
+def _record(task: PipelineTask, status: str, error: str | None = None) -> None:
+    history.record(
+        config.history().file,
+        task_id=task.task_id,
+        task_family=task.task_family,
+        params=task.to_str_params(only_significant=True),
+        status=status,
+        started=getattr(task, "_started_at", None),
+        rows=task.rows,
+        error=error,
+    )
+
+
+@PipelineTask.event_handler(luigi.Event.START)
+def _on_start(task: PipelineTask) -> None:
+    task._started_at = dt.datetime.now()
+
+
+@PipelineTask.event_handler(luigi.Event.SUCCESS)
+def _on_success(task: PipelineTask) -> None:
+    _record(task, "DONE")
+
+
+@PipelineTask.event_handler(luigi.Event.FAILURE)
+def _on_failure(task: PipelineTask, exception: BaseException) -> None:
+    message = failure_message(exception)
+    _record(task, "FAILED", message)
+    url = config.notify().webhook_url
+    if url:
+        params = task.to_str_params(only_significant=True)
+        notify.post_failure(url, notify.failure_payload(task.task_id, task.task_family, params, message))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import luigi
 
-from luigi_tasks.tasks.base import MonthTask
-from luigi_tasks.tasks.sinks import SINKS
+from luigi_tasks.tasks.base import MonthTask, log
+from luigi_tasks.tasks.sinks import SINKS, rows_by_sink
 
 
 class SinksParameter(luigi.Parameter):
@@ -40,3 +40,7 @@ class IngestMonth(MonthTask, luigi.WrapperTask):
             sink = SINKS[name]
             tasks += [*sink.month_tasks(self.service, self.month), sink.zones_task()]
         return tasks
+
+    def run(self) -> None:
+        rows = rows_by_sink([(self.service, self.month)], self.sinks)
+        log.info("%s: %s", self.label, ", ".join(f"{sink} {n:,} rows" for sink, n in rows.items()))

@@ -52,6 +52,7 @@ def _convert(task: PipelineTask, download_task: luigi.Task, dataset: Dataset, mo
         unknown_columns=config.tlc().unknown_columns,
         progress=task.progress_reporter(unit="rows", scale=1),
     )
+    task.rows = manifest.rows_out
     summary = f"{manifest.rows_out:,} rows"
     if month is not None:
         summary += f", {manifest.rows_outside_month:,} with pickup outside the month"

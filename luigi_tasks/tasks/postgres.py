@@ -55,6 +55,7 @@ class LoadToPostgres(MonthTask):
             progress=self.progress_reporter(unit="rows", scale=1),
         )
         self._reloaded = True
+        self.rows = rows
         self.set_status_message(f"{rows:,} rows loaded")
         log.info("%s: %s rows loaded into PostgreSQL", self.label, f"{rows:,}")
 
@@ -70,4 +71,5 @@ class LoadZonesToPostgres(PipelineTask):
 
     def run(self) -> None:
         rows = load_zones(config.postgres().dsn, Path(self.input().path), marker_table=config.postgres().marker_table)
+        self.rows = rows
         log.info("zones: %s rows loaded into PostgreSQL", f"{rows:,}")

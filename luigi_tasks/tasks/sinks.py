@@ -11,7 +11,7 @@ from pathlib import Path
 
 import luigi
 
-from luigi_tasks import config
+from luigi_tasks import config, history
 from luigi_tasks.catalog import Dataset, parse_month
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import canonical_path
@@ -65,3 +65,10 @@ def _month_of(path: Path, dataset: Dataset) -> dt.date | None:
 
 
 SINKS = {sink.name: sink for sink in (LakeSink(), PostgresSink())}
+
+
+def rows_by_sink(months: list[tuple[str, dt.date]], sinks: tuple[str, ...]) -> dict[str, int]:
+    """Rows now in each sink for these (service, month) pairs, from the run history."""
+    tasks = {sink: [t for service, month in months for t in SINKS[sink].month_tasks(service, month)] for sink in sinks}
+    rows = history.latest_rows(config.history().file, [t.task_id for ts in tasks.values() for t in ts])
+    return {sink: sum(rows.get(t.task_id, 0) for t in ts) for sink, ts in tasks.items()}

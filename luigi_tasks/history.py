@@ -1,0 +1,120 @@
+"""A small history of task runs in SQLite: what ran, when, for how long, how many rows, and how it ended.
+
+Written by luigi event handlers in the worker, so it works with the local scheduler and with luigid.
+Read it with `python -m luigi_tasks.history` (the last runs) or any SQLite client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import socket
+import sqlite3
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    task_family TEXT NOT NULL,
+    params TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started TEXT,
+    finished TEXT NOT NULL,
+    seconds REAL,
+    rows INTEGER,
+    error TEXT,
+    host TEXT,
+    pid INTEGER
+)
+"""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")  # several worker processes may write at once
+    db.execute(_SCHEMA)
+    return db
+
+
+def record(
+    path: Path,
+    *,
+    task_id: str,
+    task_family: str,
+    params: dict[str, str],
+    status: str,
+    started: dt.datetime | None,
+    rows: int | None = None,
+    error: str | None = None,
+) -> None:
+    finished = dt.datetime.now()
+    seconds = (finished - started).total_seconds() if started else None
+    with _connect(path) as db:
+        db.execute(
+            "INSERT INTO runs (task_id, task_family, params, status, started, finished, seconds, rows, error,"
+            " host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                task_id,
+                task_family,
+                json.dumps(params, sort_keys=True),
+                status,
+                started.isoformat(sep=" ", timespec="seconds") if started else None,
+                finished.isoformat(sep=" ", timespec="seconds"),
+                seconds,
+                rows,
+                error,
+                socket.gethostname(),
+                os.getpid(),
+            ),
+        )
+    db.close()
+
+
+def runs(path: Path, limit: int = 50, task_id: str | None = None) -> list[dict]:
+    if not path.exists():
+        return []
+    with _connect(path) as db:
+        db.row_factory = sqlite3.Row
+        where, args = ("WHERE task_id = ?", [task_id]) if task_id else ("", [])
+        rows = db.execute(f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?", [*args, limit]).fetchall()
+    db.close()
+    return [dict(r) for r in rows]
+
+
+def latest_rows(path: Path, task_ids: list[str]) -> dict[str, int]:
+    """Rows written by the last successful run of each task (tasks that never wrote rows are absent)."""
+    if not path.exists() or not task_ids:
+        return {}
+    with _connect(path) as db:
+        marks = ",".join("?" * len(task_ids))
+        found = db.execute(
+            f"SELECT task_id, rows FROM runs WHERE status = 'DONE' AND rows IS NOT NULL AND task_id IN ({marks})"
+            " ORDER BY id",
+            task_ids,
+        ).fetchall()
+    db.close()
+    return dict(found)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from luigi_tasks import config
+
+    parser = argparse.ArgumentParser(description="Show the last task runs recorded by luigi_tasks.")
+    parser.add_argument("--limit", type=int, default=30)
+    parser.add_argument("--path", default=None, help="history file (default: [history] path from luigi.cfg)")
+    args = parser.parse_args(argv)
+    path = Path(args.path) if args.path else config.history().file
+    print(f"{'finished':19}  {'status':7}  {'seconds':>8}  {'rows':>11}  task")
+    for run in reversed(runs(path, args.limit)):
+        seconds = f"{run['seconds']:.1f}" if run["seconds"] is not None else ""
+        rows = f"{run['rows']:,}" if run["rows"] is not None else ""
+        line = f"{run['finished']:19}  {run['status']:7}  {seconds:>8}  {rows:>11}  {run['task_id']}"
+        print(line + (f"\n{'':42}{run['error']}" if run["error"] else ""))
+
+
+if __name__ == "__main__":
+    main()
