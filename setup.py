@@ -18,7 +18,7 @@ setup(
         "pgpq>=0.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "numpy>=1.24", "ruff>=0.6"],
+        "test": ["pytest>=8", "numpy>=1.24", "ruff>=0.6", "aiosmtpd>=1.4"],
         "bench": ["numpy>=1.24", "pandas>=2.1"],
     },
 )

@@ -7,6 +7,8 @@ import datetime as dt
 import gzip
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from tests.postgres_cluster import PostgresCluster
 from tests.source_server import SourceServer
 
 DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).resolve().parent.parent
 CSV_PATH = "/csv/{service}/{service}_tripdata_{year}-{month}.csv.gz"
 PARQUET_PATH = "/trip-data/{service}_tripdata_{year}-{month}.parquet"
 ZONES_PATH = "/misc/taxi_zone_lookup.csv"
@@ -152,3 +155,19 @@ def files_under(root: Path) -> list[str]:
 def month(text: str) -> dt.date:
     year, mm = text.split("-")
     return dt.date(int(year), int(mm), 1)
+
+
+def write_config(path: Path, settings: dict[tuple[str, str], str]) -> Path:
+    sections: dict[str, list[str]] = {}
+    for (section, key), value in settings.items():
+        sections.setdefault(section, []).append(f"{key} = {value}")
+    path.write_text("".join(f"[{s}]\n" + "\n".join(lines) + "\n\n" for s, lines in sections.items()))
+    return path
+
+
+def luigi_command(args: list[str], config: Path, program: list[str] | None = None) -> subprocess.CompletedProcess:
+    """The README's command, as a user runs it from the repo with their own config file."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(config), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    program = program or [str(bin_dir / "luigi"), "--module", "luigi_tasks"]
+    return subprocess.run([*program, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import luigi
@@ -19,7 +16,9 @@ from luigi_tasks.tasks.base import ProgressReporter
 from tests.conftest import (
     DATA,
     PARQUET_PATH,
+    REPO,
     files_under,
+    luigi_command,
     luigi_settings,
     month,
     month_path,
@@ -27,9 +26,9 @@ from tests.conftest import (
     run_tasks,
     serve_csv_month,
     serve_zones,
+    write_config,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 YELLOW_HEAD = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
 
 
@@ -147,22 +146,6 @@ def test_progress_reaches_the_scheduler_at_most_once_a_percent():
         report(done, total)
     assert task.percentages == list(range(101))
     assert task.messages[-1] == "300 of 300 MiB"
-
-
-def write_config(path: Path, settings: dict[tuple[str, str], str]) -> Path:
-    sections: dict[str, list[str]] = {}
-    for (section, key), value in settings.items():
-        sections.setdefault(section, []).append(f"{key} = {value}")
-    path.write_text("".join(f"[{s}]\n" + "\n".join(lines) + "\n\n" for s, lines in sections.items()))
-    return path
-
-
-def luigi_command(args: list[str], config: Path, program: list[str] | None = None) -> subprocess.CompletedProcess:
-    """The README's command, as a user runs it from the repo with their own config file."""
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "LUIGI_CONFIG_PATH": str(config), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    program = program or [str(bin_dir / "luigi"), "--module", "luigi_tasks"]
-    return subprocess.run([*program, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_readme_command_makes_the_canonical_parquet(tmp_path, server):
