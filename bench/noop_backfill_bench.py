@@ -187,7 +187,8 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, stop: dt.da
         f"- Backfill: {ours:.2f} s (goal <= {GOAL_SECONDS:.0f} s: {'met' if ours <= GOAL_SECONDS else 'NOT met'}); "
         f"{naive / ours:.1f}x faster than asking every task.",
         f"- PostgreSQL: {statements} statements for {len(SERVICES)} services "
-        "(one marker query per service, plus the zone lookup's marker and each connection's set-up).",
+        "(one marker query per service, plus one for the zone lookup's marker).",
+        "- Lake: one recursive listing per service (a directory listing for the service and one per year).",
     ]
     text = "\n".join(lines)
     print(text)
