@@ -203,6 +203,15 @@ ZONES = Dataset(
 
 SERVICES: dict[str, Dataset] = {d.name: d for d in (YELLOW, GREEN, FHV, FHVHV)}
 
+# Warehouse tables (PostgreSQL, BigQuery) carry the month of the file each row came from, so that a
+# month is replaced exactly, rows whose pickup lies outside their file's month included.
+LINEAGE_COLUMN = "source_month"
+
+
+def table_name(dataset: Dataset) -> str:
+    """The warehouse table of a dataset: yellow_tripdata, ..., zones."""
+    return "zones" if dataset is ZONES else f"{dataset.name}_tripdata"
+
 # pandas' to_csv writes its index as a first column with an empty name; read back and written
 # again it becomes "Unnamed: 0".
 _PANDAS_INDEX = re.compile(r"^(|Unnamed: \d+)$")

@@ -23,10 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pgpq import ArrowToPostgresBinaryEncoder
 
-from luigi_tasks.catalog import AMOUNT, CODE, TEXT, TIME, ZONES, Dataset
+from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, ZONES, Dataset, table_name
 from luigi_tasks.errors import DataError, PipelineError
 
-LINEAGE_COLUMN = "source_month"
 _PG_TYPES = {CODE: "bigint", AMOUNT: "double precision", TIME: "timestamp", TEXT: "text"}
 # information_schema spells some types differently from DDL.
 _INFORMATION_SCHEMA_TYPES = {"timestamp": "timestamp without time zone"}
@@ -48,10 +47,6 @@ def checked_identifier(name: str, what: str) -> str:
     if not _IDENTIFIER.match(name):
         raise DataError(f"{what} {name!r} is not a plain SQL identifier (letters, digits, _; at most 63)")
     return name
-
-
-def table_name(dataset: Dataset) -> str:
-    return "zones" if dataset is ZONES else f"{dataset.name}_tripdata"
 
 
 def update_id(dataset: Dataset, month: dt.date | None) -> str:
