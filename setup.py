@@ -16,6 +16,9 @@ setup(
         "requests>=2.31",
         "psycopg2-binary>=2.9",
         "pgpq>=0.9",
+        "google-cloud-storage>=2.14",
+        "google-cloud-bigquery>=3.20",
+        "boto3>=1.34",
     ],
     extras_require={
         "test": ["pytest>=8", "numpy>=1.24", "ruff>=0.6", "aiosmtpd>=1.4"],

@@ -4,12 +4,24 @@
 """
 
 from luigi_tasks.tasks.backfill import Backfill
+from luigi_tasks.tasks.cloud import (
+    BigQueryExternalTable,
+    LoadToBigQuery,
+    LoadZonesToBigQuery,
+    UploadToGCS,
+    UploadZonesToGCS,
+)
 from luigi_tasks.tasks.ingest import IngestMonth
 from luigi_tasks.tasks.lake import DownloadTripData, DownloadZones, ToParquet, ZonesToParquet
 from luigi_tasks.tasks.postgres import LoadToPostgres, LoadZonesToPostgres
 
 __all__ = [
     "Backfill",
+    "BigQueryExternalTable",
+    "LoadToBigQuery",
+    "LoadZonesToBigQuery",
+    "UploadToGCS",
+    "UploadZonesToGCS",
     "DownloadTripData",
     "DownloadZones",
     "IngestMonth",

@@ -212,6 +212,7 @@ def table_name(dataset: Dataset) -> str:
     """The warehouse table of a dataset: yellow_tripdata, ..., zones."""
     return "zones" if dataset is ZONES else f"{dataset.name}_tripdata"
 
+
 # pandas' to_csv writes its index as a first column with an empty name; read back and written
 # again it becomes "Unnamed: 0".
 _PANDAS_INDEX = re.compile(r"^(|Unnamed: \d+)$")

@@ -95,3 +95,11 @@ class notify(luigi.Config):  # noqa: N801
         default="",
         description="URL that gets a JSON POST for every failed task (e.g. a Slack incoming webhook); empty: none",
     )
+
+
+class gcp(luigi.Config):  # noqa: N801
+    project = luigi.Parameter(default="", description="Google Cloud project; empty: the credentials' default")
+    bucket = luigi.Parameter(default="", description="GCS bucket of the lake (it must exist)")
+    prefix = luigi.Parameter(default="raw", description="Object prefix: gs://{bucket}/{prefix}/{service}/{year}/...")
+    dataset = luigi.Parameter(default="trips_data_all", description="BigQuery dataset (it must exist)")
+    location = luigi.Parameter(default="US", description="BigQuery location of the jobs")

@@ -30,6 +30,8 @@ class IngestMonth(MonthTask, luigi.WrapperTask):
 
     lake: the canonical Parquet under [lake] root and the zone lookup beside it.
     postgres: the month in {service}_tripdata and the lookup in zones, at [postgres] dsn.
+    gcs: the lake's files in gs://[gcp] bucket/[gcp] prefix/, verified by crc32c.
+    bigquery: the month in [gcp] dataset.{service}_tripdata, the lookup in zones (loaded from GCS).
     """
 
     sinks = SinksParameter(default=("lake",), description="Where the month goes: " + ", ".join(SINKS))

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import luigi
 
-from luigi_tasks import config, history
+from luigi_tasks import bigquery, config, gcs, history
 from luigi_tasks.catalog import Dataset, parse_month
+from luigi_tasks.convert import read_manifest
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import canonical_path
 from luigi_tasks.postgres import done_updates, update_id
+from luigi_tasks.tasks.cloud import LoadToBigQuery, LoadZonesToBigQuery, UploadToGCS, UploadZonesToGCS, object_name
 from luigi_tasks.tasks.lake import ToParquet, ZonesToParquet
 from luigi_tasks.tasks.postgres import LoadToPostgres, LoadZonesToPostgres
 
@@ -64,7 +66,52 @@ def _month_of(path: Path, dataset: Dataset) -> dt.date | None:
         return None
 
 
-SINKS = {sink.name: sink for sink in (LakeSink(), PostgresSink())}
+class GcsSink:
+    name = "gcs"
+
+    def month_tasks(self, service: str, month: dt.date) -> list[luigi.Task]:
+        return [UploadToGCS(service=service, month=month)]
+
+    def zones_task(self) -> luigi.Task:
+        return UploadZonesToGCS()
+
+    def done_months(self, dataset: Dataset, months: list[dt.date]) -> set[dt.date]:
+        """One listing of gs://{bucket}/{prefix}/{service}/, compared by size and crc32c with the lake's files."""
+        settings = config.gcp()
+        root = config.lake().path
+        locals_ = {month: canonical_path(root, dataset, month) for month in months}
+        stored = gcs.stored_fingerprints(
+            gcs.client(settings.project), settings.bucket, object_name(root / dataset.name)
+        )
+        return {
+            month
+            for month, local in locals_.items()
+            if local.exists() and stored.get(object_name(local)) == gcs.fingerprint(local)
+        }
+
+
+class BigQuerySink:
+    name = "bigquery"
+
+    def month_tasks(self, service: str, month: dt.date) -> list[luigi.Task]:
+        return [LoadToBigQuery(service=service, month=month)]
+
+    def zones_task(self) -> luigi.Task:
+        return LoadZonesToBigQuery()
+
+    def done_months(self, dataset: Dataset, months: list[dt.date]) -> set[dt.date]:
+        """One query counting the rows of every month, compared with the manifests' row counts."""
+        settings = config.gcp()
+        counts = bigquery.month_counts(bigquery.client(settings.project, settings.location), settings.dataset, dataset)
+        root = config.lake().path
+        return {
+            month
+            for month in months
+            if month in counts and counts[month] == read_manifest(canonical_path(root, dataset, month)).rows_out
+        }
+
+
+SINKS = {sink.name: sink for sink in (LakeSink(), PostgresSink(), GcsSink(), BigQuerySink())}
 
 
 def rows_by_sink(months: list[tuple[str, dt.date]], sinks: tuple[str, ...]) -> dict[str, int]:

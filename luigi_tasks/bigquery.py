@@ -1,0 +1,177 @@
+"""Load lake months from GCS into BigQuery with the official client, one month replaced atomically.
+
+A service's native table has the catalogue's schema plus `source_month DATE`, is partitioned by month
+on it and clustered by pickup time and PULocationID. A month is replaced in two steps that real
+BigQuery and the emulator both run: a load job into a staging table with the explicit schema, then
+one multi-statement transaction (DELETE the month, INSERT ... SELECT from staging); the staging table
+is dropped after. Done = the month's row count equals the manifest's; all months of a table are
+counted in one query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+
+from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, ZONES, Dataset, table_name
+from luigi_tasks.errors import DataError, PipelineError
+
+_BQ_TYPES = {CODE: "INT64", AMOUNT: "FLOAT64", TIME: "DATETIME", TEXT: "STRING"}
+
+
+def client(project: str, location: str) -> bigquery.Client:
+    """The official client; anonymous against the emulator (BIGQUERY_EMULATOR_HOST), ADC otherwise."""
+    emulator = os.environ.get("BIGQUERY_EMULATOR_HOST")
+    if emulator:
+        endpoint = emulator if "://" in emulator else f"http://{emulator}"
+        return bigquery.Client(
+            project=project, credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+        )
+    return bigquery.Client(project=project or None, location=location or None)
+
+
+def schema(dataset: Dataset, with_lineage: bool) -> list[bigquery.SchemaField]:
+    fields = [bigquery.SchemaField(c.name, _BQ_TYPES[c.type]) for c in dataset.columns]
+    if with_lineage:
+        fields.append(bigquery.SchemaField(LINEAGE_COLUMN, "DATE", mode="REQUIRED"))
+    return fields
+
+
+def _table_id(bq: bigquery.Client, bq_dataset: str, table: str) -> str:
+    return f"{bq.project}.{bq_dataset}.{table}"
+
+
+def check_dataset(bq: bigquery.Client, bq_dataset: str) -> None:
+    try:
+        bq.get_dataset(f"{bq.project}.{bq_dataset}")
+    except gexc.NotFound:
+        raise PipelineError(f"BigQuery dataset {bq.project}.{bq_dataset} does not exist: create it first") from None
+
+
+def ensure_table(bq: bigquery.Client, bq_dataset: str, dataset: Dataset) -> str:
+    """Create the service's table on first use; an existing one must match the catalogue exactly."""
+    table_id = _table_id(bq, bq_dataset, table_name(dataset))
+    monthly = dataset is not ZONES
+    expected = [(f.name, f.field_type) for f in schema(dataset, with_lineage=monthly)]
+    try:
+        existing = bq.get_table(table_id)
+    except gexc.NotFound:
+        table = bigquery.Table(table_id, schema=schema(dataset, with_lineage=monthly))
+        if monthly:
+            table.time_partitioning = bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.MONTH, field=LINEAGE_COLUMN
+            )
+            table.clustering_fields = [dataset.pickup_column, "PULocationID"]
+        bq.create_table(table, exists_ok=True)
+        return table_id
+    found = [(f.name, f.field_type) for f in existing.schema]
+    if found != expected:
+        missing = [n for n, _ in expected if n not in dict(found)]
+        extra = [n for n, _ in found if n not in dict(expected)]
+        changed = [f"{n} is {dict(found)[n]}, expected {t}" for n, t in expected if dict(found).get(n, t) != t]
+        problems = (["missing " + ", ".join(missing)] if missing else []) + (
+            ["unexpected " + ", ".join(extra)] if extra else []
+        )
+        raise DataError(
+            f"BigQuery table {table_id} does not match the {dataset.name} catalogue: "
+            f"{'; '.join(problems + changed) or 'columns in another order'}. Nothing was changed"
+        )
+    return table_id
+
+
+def _run(bq: bigquery.Client, start, job_id: str):
+    """Start a job under a known id; if the request is retried and the job exists, wait for that job."""
+    try:
+        job = start(job_id)
+    except gexc.Conflict:
+        job = bq.get_job(job_id)
+    try:
+        return job.result()
+    except gexc.GoogleAPICallError as exc:
+        raise PipelineError(f"BigQuery job {job_id}: {exc.message}") from None
+
+
+def load_month(
+    bq: bigquery.Client, uri: str, *, bq_dataset: str, dataset: Dataset, month: dt.date, expected_rows: int
+) -> int:
+    """Replace one month of the service's table with the Parquet at `uri`; returns the month's rows."""
+    check_dataset(bq, bq_dataset)
+    table_id = ensure_table(bq, bq_dataset, dataset)
+    attempt = secrets.token_hex(4)  # job ids: one per (table, month, attempt)
+    job_prefix = f"luigi_tasks_{table_name(dataset)}_{month:%Y%m}_{attempt}"
+    staging = _table_id(bq, bq_dataset, f"_staging_{table_name(dataset)}_{month:%Y%m}_{attempt}")
+    load_config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET,
+        schema=schema(dataset, with_lineage=False),
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+    )
+    _run(bq, lambda job_id: bq.load_table_from_uri(uri, staging, job_config=load_config, job_id=job_id),
+         f"{job_prefix}_load")  # fmt: skip
+    try:
+        columns = ", ".join(f"`{c.name}`" for c in dataset.columns)
+        script = f"""
+            BEGIN TRANSACTION;
+            DELETE FROM `{table_id}` WHERE {LINEAGE_COLUMN} = @month;
+            INSERT INTO `{table_id}` ({columns}, {LINEAGE_COLUMN}) SELECT {columns}, @month FROM `{staging}`;
+            COMMIT TRANSACTION;
+        """
+        params = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("month", "DATE", month)])
+        _run(bq, lambda job_id: bq.query(script, job_config=params, job_id=job_id), f"{job_prefix}_replace")
+    finally:
+        bq.delete_table(staging, not_found_ok=True)
+    rows = month_counts(bq, bq_dataset, dataset).get(month, 0)
+    if rows != expected_rows:
+        raise PipelineError(
+            f"{table_id} holds {rows:,} rows for {month:%Y-%m} after the load, expected {expected_rows:,}"
+        )
+    return rows
+
+
+def month_counts(bq: bigquery.Client, bq_dataset: str, dataset: Dataset) -> dict[dt.date, int]:
+    """Rows per source_month of the service's table, in one query (empty if the table does not exist)."""
+    table_id = _table_id(bq, bq_dataset, table_name(dataset))
+    try:
+        result = bq.query(f"SELECT {LINEAGE_COLUMN}, COUNT(*) AS n FROM `{table_id}` GROUP BY 1").result()
+    except gexc.NotFound:
+        return {}
+    return {row[0]: row[1] for row in result}
+
+
+def load_zones(bq: bigquery.Client, uri: str, *, bq_dataset: str) -> int:
+    """Replace the zones table with the lookup: one load job with WRITE_TRUNCATE is atomic."""
+    check_dataset(bq, bq_dataset)
+    table_id = ensure_table(bq, bq_dataset, ZONES)
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET,
+        schema=schema(ZONES, with_lineage=False),
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+    )
+    job_id = f"luigi_tasks_zones_{secrets.token_hex(4)}"
+    _run(bq, lambda jid: bq.load_table_from_uri(uri, table_id, job_config=config, job_id=jid), job_id)
+    return bq.get_table(table_id).num_rows
+
+
+def zones_rows(bq: bigquery.Client, bq_dataset: str) -> int:
+    try:
+        return bq.get_table(_table_id(bq, bq_dataset, "zones")).num_rows or 0
+    except gexc.NotFound:
+        return 0
+
+
+def external_table(bq: bigquery.Client, bq_dataset: str, dataset: Dataset, source_uri: str) -> bigquery.Table:
+    """The definition of an external table over every month of a service in the lake bucket.
+
+    The schema is the catalogue's, never autodetected: every month was written with it, so the table
+    reads all months without a type clash. Only real BigQuery runs external tables.
+    """
+    table = bigquery.Table(_table_id(bq, bq_dataset, f"{table_name(dataset)}_external"), schema=schema(dataset, False))
+    config = bigquery.ExternalConfig(bigquery.ExternalSourceFormat.PARQUET)
+    config.source_uris = [source_uri]
+    config.autodetect = False
+    table.external_data_configuration = config
+    return table

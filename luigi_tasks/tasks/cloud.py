@@ -1,0 +1,137 @@
+"""Tasks that put the lake into Google Cloud: GCS objects, BigQuery tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+from luigi_tasks import bigquery, config, gcs
+from luigi_tasks.catalog import ZONES
+from luigi_tasks.convert import read_manifest
+from luigi_tasks.lake import canonical_path
+from luigi_tasks.targets.cloud import BigQueryMonthTarget, GCSObjectTarget
+from luigi_tasks.tasks.base import MonthTask, PipelineTask, log
+from luigi_tasks.tasks.lake import ToParquet, ZonesToParquet
+
+
+def object_name(local: Path) -> str:
+    """gs://{bucket}/{prefix}/ + the file's path in the lake: the bucket mirrors the lake's layout."""
+    relative = local.relative_to(config.lake().path).as_posix()
+    return f"{config.gcp().prefix.strip('/')}/{relative}" if config.gcp().prefix.strip("/") else relative
+
+
+def _object_target(local: Path) -> GCSObjectTarget:
+    settings = config.gcp()
+    return GCSObjectTarget(settings.project, settings.bucket, object_name(local), local)
+
+
+def _upload(task: PipelineTask) -> None:
+    target = task.output()
+    uploaded = gcs.upload_file(
+        gcs.client(target.project), target.local, target.bucket, target.name, progress=task.progress_reporter()
+    )
+    log.info("%s: %s %s", task.task_id, "uploaded to" if uploaded else "already at", target.uri)
+
+
+class UploadToGCS(MonthTask):
+    """Uploads a month's canonical Parquet to gs://{bucket}/{prefix}/{service}/{year}/, checked by crc32c."""
+
+    def requires(self) -> ToParquet:
+        return ToParquet(service=self.service, month=self.month)
+
+    def output(self) -> GCSObjectTarget:
+        return _object_target(canonical_path(config.lake().path, self.dataset, self.month))
+
+    def run(self) -> None:
+        _upload(self)
+
+
+class UploadZonesToGCS(PipelineTask):
+    """Uploads the zone lookup's Parquet to gs://{bucket}/{prefix}/zones/."""
+
+    def requires(self) -> ZonesToParquet:
+        return ZonesToParquet()
+
+    def output(self) -> GCSObjectTarget:
+        return _object_target(canonical_path(config.lake().path, ZONES, None))
+
+    def run(self) -> None:
+        _upload(self)
+
+
+class LoadToBigQuery(MonthTask):
+    """Replaces one month of {dataset}.{service}_tripdata (partitioned by source_month) from its GCS object."""
+
+    def requires(self) -> UploadToGCS:
+        return UploadToGCS(service=self.service, month=self.month)
+
+    def output(self) -> BigQueryMonthTarget:
+        settings = config.gcp()
+        local = canonical_path(config.lake().path, self.dataset, self.month)
+        expected = read_manifest(local).rows_out if local.exists() else None
+        return BigQueryMonthTarget(settings.project, settings.location, settings.dataset, self.dataset, self.month,
+                                   expected)  # fmt: skip
+
+    def run(self) -> None:
+        settings = config.gcp()
+        self.rows = bigquery.load_month(
+            bigquery.client(settings.project, settings.location),
+            self.input().uri,
+            bq_dataset=settings.dataset,
+            dataset=self.dataset,
+            month=self.month,
+            expected_rows=read_manifest(self.input().local).rows_out,
+        )
+        log.info("%s: %s rows loaded into BigQuery", self.label, f"{self.rows:,}")
+
+
+class LoadZonesToBigQuery(PipelineTask):
+    """Loads the zone lookup into {dataset}.zones (replaced whole, in one load job)."""
+
+    def requires(self) -> UploadZonesToGCS:
+        return UploadZonesToGCS()
+
+    def complete(self) -> bool:
+        local = canonical_path(config.lake().path, ZONES, None)
+        if not local.exists():
+            return False
+        settings = config.gcp()
+        bq = bigquery.client(settings.project, settings.location)
+        return bigquery.zones_rows(bq, settings.dataset) == read_manifest(local).rows_out
+
+    def run(self) -> None:
+        settings = config.gcp()
+        bq = bigquery.client(settings.project, settings.location)
+        self.rows = bigquery.load_zones(bq, self.input().uri, bq_dataset=settings.dataset)
+
+
+class BigQueryExternalTable(PipelineTask):
+    """Creates {dataset}.{service}_tripdata_external over every month of the service in the lake bucket.
+
+    The schema is the catalogue's (never autodetected). Only real BigQuery serves external tables.
+    """
+
+    service = luigi.Parameter(description="TLC service")
+
+    def complete(self) -> bool:
+        settings = config.gcp()
+        bq = bigquery.client(settings.project, settings.location)
+        try:
+            bq.get_table(self._definition(bq).reference)
+        except bigquery.gexc.NotFound:
+            return False
+        return True
+
+    def _definition(self, bq):
+        from luigi_tasks.catalog import service
+
+        settings = config.gcp()
+        uri = f"gs://{settings.bucket}/{settings.prefix.strip('/')}/{self.service}/*.parquet"
+        return bigquery.external_table(bq, settings.dataset, service(self.service), uri)
+
+    def run(self) -> None:
+        settings = config.gcp()
+        bq = bigquery.client(settings.project, settings.location)
+        bigquery.check_dataset(bq, settings.dataset)
+        bq.create_table(self._definition(bq), exists_ok=True)
