@@ -8,8 +8,11 @@ from pathlib import Path
 
 import luigi
 
-from luigi_tasks import bigquery, gcs
 from luigi_tasks.catalog import Dataset
+from luigi_tasks.lazy import lazy_module
+
+gcs = lazy_module("luigi_tasks.gcs")
+bigquery = lazy_module("luigi_tasks.bigquery")
 
 
 class GCSObjectTarget(luigi.Target):

@@ -6,13 +6,17 @@ from pathlib import Path
 
 import luigi
 
-from luigi_tasks import bigquery, config, gcs
+from luigi_tasks import config
 from luigi_tasks.catalog import ZONES
 from luigi_tasks.convert import read_manifest
 from luigi_tasks.lake import canonical_path
+from luigi_tasks.lazy import lazy_module
 from luigi_tasks.targets.cloud import BigQueryMonthTarget, GCSObjectTarget
 from luigi_tasks.tasks.base import MonthTask, PipelineTask, log
 from luigi_tasks.tasks.lake import ToParquet, ZonesToParquet
+
+gcs = lazy_module("luigi_tasks.gcs")
+bigquery = lazy_module("luigi_tasks.bigquery")
 
 
 def object_name(local: Path) -> str:

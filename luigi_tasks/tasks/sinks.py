@@ -11,15 +11,19 @@ from pathlib import Path
 
 import luigi
 
-from luigi_tasks import bigquery, config, gcs, history
+from luigi_tasks import config, history
 from luigi_tasks.catalog import Dataset, parse_month
 from luigi_tasks.convert import read_manifest
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import canonical_path
+from luigi_tasks.lazy import lazy_module
 from luigi_tasks.postgres import done_updates, update_id
 from luigi_tasks.tasks.cloud import LoadToBigQuery, LoadZonesToBigQuery, UploadToGCS, UploadZonesToGCS, object_name
 from luigi_tasks.tasks.lake import ToParquet, ZonesToParquet
 from luigi_tasks.tasks.postgres import LoadToPostgres, LoadZonesToPostgres
+
+gcs = lazy_module("luigi_tasks.gcs")
+bigquery = lazy_module("luigi_tasks.bigquery")
 
 
 class LakeSink:
