@@ -114,14 +114,16 @@ def load_month(
          f"{job_prefix}_load")  # fmt: skip
     try:
         columns = ", ".join(f"`{c.name}`" for c in dataset.columns)
+        # The month is a date, written as a literal: script parameters are not supported everywhere.
+        month_literal = f"DATE '{month:%Y-%m-%d}'"
         script = f"""
             BEGIN TRANSACTION;
-            DELETE FROM `{table_id}` WHERE {LINEAGE_COLUMN} = @month;
-            INSERT INTO `{table_id}` ({columns}, {LINEAGE_COLUMN}) SELECT {columns}, @month FROM `{staging}`;
+            DELETE FROM `{table_id}` WHERE {LINEAGE_COLUMN} = {month_literal};
+            INSERT INTO `{table_id}` ({columns}, {LINEAGE_COLUMN}) SELECT {columns}, {month_literal} FROM `{staging}`;
             COMMIT TRANSACTION;
         """
-        params = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("month", "DATE", month)])
-        _run(bq, lambda job_id: bq.query(script, job_config=params, job_id=job_id), f"{job_prefix}_replace")
+        # job_retry=None: a failed job is not retried under the same id (the attempt's id would clash).
+        _run(bq, lambda job_id: bq.query(script, job_id=job_id, job_retry=None), f"{job_prefix}_replace")
     finally:
         bq.delete_table(staging, not_found_ok=True)
     rows = month_counts(bq, bq_dataset, dataset).get(month, 0)
@@ -137,8 +139,8 @@ def month_counts(bq: bigquery.Client, bq_dataset: str, dataset: Dataset) -> dict
     table_id = _table_id(bq, bq_dataset, table_name(dataset))
     try:
         result = bq.query(f"SELECT {LINEAGE_COLUMN}, COUNT(*) AS n FROM `{table_id}` GROUP BY 1").result()
-    except gexc.NotFound:
-        return {}
+    except (gexc.NotFound, gexc.BadRequest):
+        return {}  # no table, or not ours (no source_month): nothing is done; a load explains the conflict
     return {row[0]: row[1] for row in result}
 
 
