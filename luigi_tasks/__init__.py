@@ -8,8 +8,11 @@ from luigi_tasks.tasks.cloud import (
     BigQueryExternalTable,
     LoadToBigQuery,
     LoadZonesToBigQuery,
+    TransferS3ToGCS,
     UploadToGCS,
+    UploadToS3,
     UploadZonesToGCS,
+    UploadZonesToS3,
 )
 from luigi_tasks.tasks.ingest import IngestMonth
 from luigi_tasks.tasks.lake import DownloadTripData, DownloadZones, ToParquet, ZonesToParquet
@@ -21,12 +24,15 @@ __all__ = [
     "LoadToBigQuery",
     "LoadZonesToBigQuery",
     "UploadToGCS",
+    "UploadToS3",
     "UploadZonesToGCS",
+    "UploadZonesToS3",
     "DownloadTripData",
     "DownloadZones",
     "IngestMonth",
     "LoadToPostgres",
     "LoadZonesToPostgres",
     "ToParquet",
+    "TransferS3ToGCS",
     "ZonesToParquet",
 ]

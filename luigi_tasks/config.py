@@ -103,3 +103,10 @@ class gcp(luigi.Config):  # noqa: N801
     prefix = luigi.Parameter(default="raw", description="Object prefix: gs://{bucket}/{prefix}/{service}/{year}/...")
     dataset = luigi.Parameter(default="trips_data_all", description="BigQuery dataset (it must exist)")
     location = luigi.Parameter(default="US", description="BigQuery location of the jobs")
+
+
+class s3(luigi.Config):  # noqa: N801
+    bucket = luigi.Parameter(
+        default="", description="S3 bucket of the mirror (it must exist); credentials: boto3's chain"
+    )
+    prefix = luigi.Parameter(default="raw", description="Key prefix: s3://{bucket}/{prefix}/{service}/{year}/...")

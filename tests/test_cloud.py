@@ -34,6 +34,13 @@ def cloud(lake, server, gcs_bucket, bigquery_dataset, bigquery_env):
         yield lake
 
 
+@pytest.fixture
+def mirror(cloud, s3_bucket, s3_env):
+    """The cloud fixture plus [s3] bucket pointing at moto's server."""
+    with luigi_settings({("s3", "bucket"): s3_bucket, ("s3", "prefix"): "raw"}):
+        yield cloud
+
+
 def query(client: bq.Client, sql: str) -> list[tuple]:
     return [tuple(row.values()) for row in client.query(sql).result()]
 
@@ -152,19 +159,20 @@ def test_missing_dataset_and_conflicting_table(cloud, server, bigquery_client, b
 
 
 def test_every_sink_for_two_services_and_two_months_then_a_rerun_does_nothing(
-    cloud, server, pg_dsn, bigquery_client, bigquery_dataset, gcs_client, gcs_bucket, capsys
+    mirror, server, pg_dsn, bigquery_client, bigquery_dataset, gcs_client, gcs_bucket, s3_client, s3_bucket, capsys
 ):
     for at in ("2020-07", "2020-08"):
         serve_csv_month(server, "yellow", at, YELLOW_HEAD)
         serve_csv_month(server, "green", at, GREEN_HEAD)
     serve_zones(server)
     backfill = dict(services="yellow,green", start=month("2020-07"), stop=month("2020-08"),
-                    sinks="lake,postgres,gcs,bigquery")  # fmt: skip
+                    sinks="lake,postgres,gcs,bigquery,s3")  # fmt: skip
     with luigi_settings({("postgres", "dsn"): pg_dsn}):
         result, failures = run_tasks(Backfill(**backfill))
         assert failures == {} and result.status == luigi.LuigiStatusCode.SUCCESS, result.summary_text
         assert month_rows(bigquery_client, bigquery_dataset, "green_tripdata") == {"2020-07-01": 99, "2020-08-01": 99}
         assert len(list(gcs_client.list_blobs(gcs_bucket))) == 5  # four months and the zones
+        assert s3_client.list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 5
 
         requests = server.total_requests()
         result, _ = run_tasks(Backfill(**backfill))
@@ -174,3 +182,64 @@ def test_every_sink_for_two_services_and_two_months_then_a_rerun_does_nothing(
         run_tasks(Backfill(dry_run=True, **backfill))
         out = capsys.readouterr().out
     assert "yellow: 2 done 2020-07..2020-08" in out and "green: 0 to run" in out
+
+
+def test_s3_mirror_uploads_once_and_verifies_the_etag(mirror, server, s3_client, s3_bucket):
+    from luigi_tasks import UploadToS3
+    from luigi_tasks.s3 import expected_etag
+
+    serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
+    result, failures = run_tasks(UploadToS3(service="yellow", month=month("2020-07")))
+    assert failures == {} and result.status == luigi.LuigiStatusCode.SUCCESS
+    key = "raw/yellow/2020/yellow_tripdata_2020-07.parquet"
+    local = mirror / "yellow/2020/yellow_tripdata_2020-07.parquet"
+    head = s3_client.head_object(Bucket=s3_bucket, Key=key)
+    assert head["ETag"].strip('"') == expected_etag(local)
+    assert s3_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read() == local.read_bytes()
+    modified = head["LastModified"]
+
+    result, _ = run_tasks(UploadToS3(service="yellow", month=month("2020-07")))
+    assert "Did not run any tasks" in result.summary_text
+    assert s3_client.head_object(Bucket=s3_bucket, Key=key)["LastModified"] == modified
+
+
+def test_multipart_etag_matches_a_large_file(mirror, s3_client, s3_bucket, tmp_path):
+    from luigi_tasks import s3 as s3_work
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * (80_000))  # 20 MB: three 8 MiB parts
+    assert s3_work.upload_file(s3_work.client(), big, s3_bucket, "x/big.bin") is True
+    assert s3_work.expected_etag(big).endswith("-3")
+    assert s3_work.upload_file(s3_work.client(), big, s3_bucket, "x/big.bin") is False  # same bytes: skipped
+
+
+def test_transfer_s3_to_gcs_streams_verifies_and_skips_on_rerun(mirror, s3_client, s3_bucket, gcs_client, gcs_bucket):
+    from luigi_tasks import TransferS3ToGCS
+
+    key = "raw/green/2019/green_tripdata_2019-01.parquet"
+    payload = (DATA / "green_tripdata_2019-01_head99.csv").read_bytes() * 200  # 1.8 MB, any bytes will do
+    s3_client.put_object(Bucket=s3_bucket, Key=key, Body=payload)
+    result, failures = run_tasks(TransferS3ToGCS(service="green", month=month("2019-01")))
+    assert failures == {} and result.status == luigi.LuigiStatusCode.SUCCESS
+    blob = gcs_client.bucket(gcs_bucket).get_blob(key)
+    assert blob.download_as_bytes() == payload
+    assert blob.metadata["s3-source"] == f"s3://{s3_bucket}/{key}"
+    generation = blob.generation
+
+    result, _ = run_tasks(TransferS3ToGCS(service="green", month=month("2019-01")))
+    assert "Did not run any tasks" in result.summary_text
+    assert gcs_client.bucket(gcs_bucket).get_blob(key).generation == generation
+
+    s3_client.put_object(Bucket=s3_bucket, Key=key, Body=payload + b"more")
+    run_tasks(TransferS3ToGCS(service="green", month=month("2019-01")))
+    assert gcs_client.bucket(gcs_bucket).get_blob(key).download_as_bytes() == payload + b"more"
+
+
+def test_missing_s3_bucket_is_named(mirror, server):
+    from luigi_tasks import UploadToS3
+
+    serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
+    with luigi_settings({("s3", "bucket"): "no-such-s3-bucket"}):
+        result, failures = run_tasks(UploadToS3(service="yellow", month=month("2020-07")))
+    assert not result.scheduling_succeeded
+    assert "S3 bucket no-such-s3-bucket does not exist" in result.summary_text + "".join(map(str, failures.values()))

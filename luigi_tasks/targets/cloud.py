@@ -13,6 +13,7 @@ from luigi_tasks.lazy import lazy_module
 
 gcs = lazy_module("luigi_tasks.gcs")
 bigquery = lazy_module("luigi_tasks.bigquery")
+s3 = lazy_module("luigi_tasks.s3")
 
 
 class GCSObjectTarget(luigi.Target):
@@ -45,3 +46,30 @@ class BigQueryMonthTarget(luigi.Target):
             return False
         bq = bigquery.client(self.project, self.location)
         return bigquery.month_counts(bq, self.bq_dataset, self.dataset).get(self.month) == self.expected_rows
+
+
+class S3ObjectTarget(luigi.Target):
+    """Exists when s3://bucket/key holds the same bytes as `local` (size and multipart ETag)."""
+
+    def __init__(self, bucket: str, key: str, local: Path) -> None:
+        self.bucket, self.key, self.local = bucket, key, local
+
+    def exists(self) -> bool:
+        if not self.local.exists():
+            return False
+        stored = s3.stored_etags(s3.client(), self.bucket, self.key).get(self.key)
+        return stored == (self.local.stat().st_size, s3.expected_etag(self.local))
+
+
+class CopiedFromS3Target(luigi.Target):
+    """Exists when gs://bucket/name was copied from the current version (ETag) of s3://s3_bucket/key."""
+
+    def __init__(self, gcp_project: str, bucket: str, name: str, s3_bucket: str, key: str) -> None:
+        self.project, self.bucket, self.name, self.s3_bucket, self.key = gcp_project, bucket, name, s3_bucket, key
+
+    def exists(self) -> bool:
+        blob = gcs.bucket_or_error(gcs.client(self.project), self.bucket).get_blob(self.name)
+        if blob is None:
+            return False
+        head = s3.client().head_object(Bucket=self.s3_bucket, Key=self.key)
+        return (blob.metadata or {}).get("s3-etag") == head["ETag"].strip('"') and blob.size == head["ContentLength"]

@@ -11,12 +11,13 @@ from luigi_tasks.catalog import ZONES
 from luigi_tasks.convert import read_manifest
 from luigi_tasks.lake import canonical_path
 from luigi_tasks.lazy import lazy_module
-from luigi_tasks.targets.cloud import BigQueryMonthTarget, GCSObjectTarget
+from luigi_tasks.targets.cloud import BigQueryMonthTarget, CopiedFromS3Target, GCSObjectTarget, S3ObjectTarget
 from luigi_tasks.tasks.base import MonthTask, PipelineTask, log
 from luigi_tasks.tasks.lake import ToParquet, ZonesToParquet
 
 gcs = lazy_module("luigi_tasks.gcs")
 bigquery = lazy_module("luigi_tasks.bigquery")
+s3 = lazy_module("luigi_tasks.s3")
 
 
 def object_name(local: Path) -> str:
@@ -139,3 +140,66 @@ class BigQueryExternalTable(PipelineTask):
         bq = bigquery.client(settings.project, settings.location)
         bigquery.check_dataset(bq, settings.dataset)
         bq.create_table(self._definition(bq), exists_ok=True)
+
+
+def s3_key(local: Path) -> str:
+    """s3://{bucket}/{prefix}/ + the file's path in the lake."""
+    relative = local.relative_to(config.lake().path).as_posix()
+    return f"{config.s3().prefix.strip('/')}/{relative}" if config.s3().prefix.strip("/") else relative
+
+
+class UploadToS3(MonthTask):
+    """Mirrors a month's canonical Parquet to s3://{bucket}/{prefix}/{service}/{year}/ (multipart, ETag-verified)."""
+
+    def requires(self) -> ToParquet:
+        return ToParquet(service=self.service, month=self.month)
+
+    def output(self) -> S3ObjectTarget:
+        local = canonical_path(config.lake().path, self.dataset, self.month)
+        return S3ObjectTarget(config.s3().bucket, s3_key(local), local)
+
+    def run(self) -> None:
+        target = self.output()
+        uploaded = s3.upload_file(s3.client(), target.local, target.bucket, target.key)
+        log.info(
+            "%s: %s s3://%s/%s", self.label, "uploaded to" if uploaded else "already at", target.bucket, target.key
+        )
+
+
+class UploadZonesToS3(PipelineTask):
+    """Mirrors the zone lookup's Parquet to s3://{bucket}/{prefix}/zones/."""
+
+    def requires(self) -> ZonesToParquet:
+        return ZonesToParquet()
+
+    def output(self) -> S3ObjectTarget:
+        local = canonical_path(config.lake().path, ZONES, None)
+        return S3ObjectTarget(config.s3().bucket, s3_key(local), local)
+
+    def run(self) -> None:
+        target = self.output()
+        s3.upload_file(s3.client(), target.local, target.bucket, target.key)
+
+
+class TransferS3ToGCS(MonthTask):
+    """Copies a month's object from s3://{[s3] bucket}/{[s3] prefix}/... into the GCS lake at the same path.
+
+    Streams S3 -> GCS (no local copy), verifies the crc32c of what passed through against what GCS
+    stored, and records the S3 ETag on the GCS object, so a rerun copies nothing unless S3 changed.
+    """
+
+    def _paths(self) -> tuple[str, str]:
+        relative = canonical_path(Path("."), self.dataset, self.month).as_posix()
+        key = f"{config.s3().prefix.strip('/')}/{relative}".lstrip("/")
+        name = f"{config.gcp().prefix.strip('/')}/{relative}".lstrip("/")
+        return key, name
+
+    def output(self) -> CopiedFromS3Target:
+        key, name = self._paths()
+        return CopiedFromS3Target(config.gcp().project, config.gcp().bucket, name, config.s3().bucket, key)
+
+    def run(self) -> None:
+        key, name = self._paths()
+        copied = s3.copy_to_gcs(s3.client(), gcs.client(config.gcp().project), config.s3().bucket, key,
+                                config.gcp().bucket, name)  # fmt: skip
+        log.info("%s: %s gs://%s/%s", self.label, "copied to" if copied else "already at", config.gcp().bucket, name)

@@ -18,12 +18,22 @@ from luigi_tasks.errors import DataError
 from luigi_tasks.lake import canonical_path
 from luigi_tasks.lazy import lazy_module
 from luigi_tasks.postgres import done_updates, update_id
-from luigi_tasks.tasks.cloud import LoadToBigQuery, LoadZonesToBigQuery, UploadToGCS, UploadZonesToGCS, object_name
+from luigi_tasks.tasks.cloud import (
+    LoadToBigQuery,
+    LoadZonesToBigQuery,
+    UploadToGCS,
+    UploadToS3,
+    UploadZonesToGCS,
+    UploadZonesToS3,
+    object_name,
+    s3_key,
+)
 from luigi_tasks.tasks.lake import ToParquet, ZonesToParquet
 from luigi_tasks.tasks.postgres import LoadToPostgres, LoadZonesToPostgres
 
 gcs = lazy_module("luigi_tasks.gcs")
 bigquery = lazy_module("luigi_tasks.bigquery")
+s3 = lazy_module("luigi_tasks.s3")
 
 
 class LakeSink:
@@ -115,7 +125,28 @@ class BigQuerySink:
         }
 
 
-SINKS = {sink.name: sink for sink in (LakeSink(), PostgresSink(), GcsSink(), BigQuerySink())}
+class S3Sink:
+    name = "s3"
+
+    def month_tasks(self, service: str, month: dt.date) -> list[luigi.Task]:
+        return [UploadToS3(service=service, month=month)]
+
+    def zones_task(self) -> luigi.Task:
+        return UploadZonesToS3()
+
+    def done_months(self, dataset: Dataset, months: list[dt.date]) -> set[dt.date]:
+        """One listing of s3://{bucket}/{prefix}/{service}/, compared by size and ETag with the lake's files."""
+        root = config.lake().path
+        stored = s3.stored_etags(s3.client(), config.s3().bucket, s3_key(root / dataset.name))
+        done = set()
+        for month in months:
+            local = canonical_path(root, dataset, month)
+            if local.exists() and stored.get(s3_key(local)) == (local.stat().st_size, s3.expected_etag(local)):
+                done.add(month)
+        return done
+
+
+SINKS = {sink.name: sink for sink in (LakeSink(), PostgresSink(), GcsSink(), BigQuerySink(), S3Sink())}
 
 
 def rows_by_sink(months: list[tuple[str, dt.date]], sinks: tuple[str, ...]) -> dict[str, int]:
