@@ -158,6 +158,14 @@ def load_zones(bq: bigquery.Client, uri: str, *, bq_dataset: str) -> int:
     return bq.get_table(table_id).num_rows
 
 
+def table_exists(bq: bigquery.Client, table) -> bool:
+    try:
+        bq.get_table(table)
+    except gexc.NotFound:
+        return False
+    return True
+
+
 def zones_rows(bq: bigquery.Client, bq_dataset: str) -> int:
     try:
         return bq.get_table(_table_id(bq, bq_dataset, "zones")).num_rows or 0

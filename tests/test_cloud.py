@@ -243,3 +243,38 @@ def test_missing_s3_bucket_is_named(mirror, server):
         result, failures = run_tasks(UploadToS3(service="yellow", month=month("2020-07")))
     assert not result.scheduling_succeeded
     assert "S3 bucket no-such-s3-bucket does not exist" in result.summary_text + "".join(map(str, failures.values()))
+
+
+def test_external_table_definition_has_the_catalogue_schema(cloud, bigquery_client, bigquery_dataset, gcs_bucket):
+    # The emulator cannot read external tables: check the definition a real BigQuery would get, and that
+    # creating it goes through.
+    from luigi_tasks import BigQueryExternalTable
+
+    task = BigQueryExternalTable(service="green")
+    table = task.definition()
+    config = table.external_data_configuration
+    assert config.source_format == "PARQUET"
+    assert config.autodetect is False
+    assert config.source_uris == [f"gs://{gcs_bucket}/raw/green/*.parquet"]
+    assert [(f.name, f.field_type) for f in table.schema][14] == ("ehail_fee", "FLOAT64")  # never a null type
+    assert table.table_id == "green_tripdata_external"
+    result, failures = run_tasks(task)
+    assert failures == {} and result.status == luigi.LuigiStatusCode.SUCCESS
+    assert task.complete()
+
+
+def test_a_retried_job_request_reuses_the_job(cloud, bigquery_client, bigquery_dataset):
+    # BigQuery refuses a second job under an existing id (409); the retry then waits for that job.
+    from luigi_tasks.bigquery import _run
+
+    started = []
+
+    def start(job_id):
+        started.append(job_id)
+        return bigquery_client.query("SELECT 1", job_id=job_id, job_retry=None)
+
+    job_id = "luigi_tasks_test_" + bigquery_dataset
+    assert [tuple(r.values()) for r in _run(bigquery_client, start, job_id)] == [(1,)]
+    assert [tuple(r.values()) for r in _run(bigquery_client, start, job_id)] == [(1,)]
+    assert started == [job_id, job_id]
+    assert len([j for j in bigquery_client.list_jobs() if j.job_id == job_id]) == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import luigi
 
 from luigi_tasks import config
-from luigi_tasks.catalog import ZONES
+from luigi_tasks.catalog import SERVICES, ZONES, service
 from luigi_tasks.convert import read_manifest
 from luigi_tasks.lake import canonical_path
 from luigi_tasks.lazy import lazy_module
@@ -114,32 +114,27 @@ class LoadZonesToBigQuery(PipelineTask):
 class BigQueryExternalTable(PipelineTask):
     """Creates {dataset}.{service}_tripdata_external over every month of the service in the lake bucket.
 
-    The schema is the catalogue's (never autodetected). Only real BigQuery serves external tables.
+    The schema is the catalogue's, never autodetected, so months whose headers differed read as one.
+    Only real BigQuery serves external tables (the emulator makes an empty plain table of them).
     """
 
-    service = luigi.Parameter(description="TLC service")
+    service = luigi.ChoiceParameter(choices=list(SERVICES), description="TLC service: " + ", ".join(SERVICES))
+
+    def definition(self):
+        settings = config.gcp()
+        bq = bigquery.client(settings.project, settings.location)
+        uri = f"gs://{settings.bucket}/{object_name(config.lake().path / self.service)}/*.parquet"
+        return bigquery.external_table(bq, settings.dataset, service(self.service), uri)
 
     def complete(self) -> bool:
         settings = config.gcp()
-        bq = bigquery.client(settings.project, settings.location)
-        try:
-            bq.get_table(self._definition(bq).reference)
-        except bigquery.gexc.NotFound:
-            return False
-        return True
-
-    def _definition(self, bq):
-        from luigi_tasks.catalog import service
-
-        settings = config.gcp()
-        uri = f"gs://{settings.bucket}/{settings.prefix.strip('/')}/{self.service}/*.parquet"
-        return bigquery.external_table(bq, settings.dataset, service(self.service), uri)
+        return bigquery.table_exists(bigquery.client(settings.project, settings.location), self.definition().reference)
 
     def run(self) -> None:
         settings = config.gcp()
         bq = bigquery.client(settings.project, settings.location)
         bigquery.check_dataset(bq, settings.dataset)
-        bq.create_table(self._definition(bq), exists_ok=True)
+        bq.create_table(self.definition(), exists_ok=True)
 
 
 def s3_key(local: Path) -> str:
