@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import luigi
@@ -9,6 +10,7 @@ import luigi
 from luigi_tasks import config
 from luigi_tasks.catalog import SERVICES, ZONES, service
 from luigi_tasks.convert import read_manifest
+from luigi_tasks.errors import DataError
 from luigi_tasks.lake import canonical_path
 from luigi_tasks.lazy import lazy_module
 from luigi_tasks.targets.cloud import BigQueryMonthTarget, CopiedFromS3Target, GCSObjectTarget, S3ObjectTarget
@@ -20,10 +22,25 @@ bigquery = lazy_module("luigi_tasks.bigquery")
 s3 = lazy_module("luigi_tasks.s3")
 
 
+_PREFIX = re.compile(r"^[A-Za-z0-9_.=/-]*$")
+
+
+def checked_prefix(prefix: str, key: str) -> str:
+    """An object prefix from config: plain characters, no '..' segment (it names a place in a bucket)."""
+    cleaned = prefix.strip("/")
+    if not _PREFIX.match(cleaned) or ".." in cleaned.split("/"):
+        raise DataError(f"{key} {prefix!r} is not a plain object prefix (letters, digits, _ . = - /; no '..')")
+    return cleaned
+
+
+def _prefixed(prefix: str, relative: str) -> str:
+    return f"{prefix}/{relative}" if prefix else relative
+
+
 def object_name(local: Path) -> str:
     """gs://{bucket}/{prefix}/ + the file's path in the lake: the bucket mirrors the lake's layout."""
     relative = local.relative_to(config.lake().path).as_posix()
-    return f"{config.gcp().prefix.strip('/')}/{relative}" if config.gcp().prefix.strip("/") else relative
+    return _prefixed(checked_prefix(config.gcp().prefix, "[gcp] prefix"), relative)
 
 
 def _object_target(local: Path) -> GCSObjectTarget:
@@ -140,7 +157,7 @@ class BigQueryExternalTable(PipelineTask):
 def s3_key(local: Path) -> str:
     """s3://{bucket}/{prefix}/ + the file's path in the lake."""
     relative = local.relative_to(config.lake().path).as_posix()
-    return f"{config.s3().prefix.strip('/')}/{relative}" if config.s3().prefix.strip("/") else relative
+    return _prefixed(checked_prefix(config.s3().prefix, "[s3] prefix"), relative)
 
 
 class UploadToS3(MonthTask):
@@ -184,10 +201,8 @@ class TransferS3ToGCS(MonthTask):
     """
 
     def _paths(self) -> tuple[str, str]:
-        relative = canonical_path(Path("."), self.dataset, self.month).as_posix()
-        key = f"{config.s3().prefix.strip('/')}/{relative}".lstrip("/")
-        name = f"{config.gcp().prefix.strip('/')}/{relative}".lstrip("/")
-        return key, name
+        local = canonical_path(config.lake().path, self.dataset, self.month)
+        return s3_key(local), object_name(local)
 
     def output(self) -> CopiedFromS3Target:
         key, name = self._paths()
