@@ -1,0 +1,99 @@
+"""Fault injection: kill a backfill anywhere, rerun it, and find every month exactly once in every sink.
+
+Marked `faults` so it can run alone: `pytest -m faults`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import pyarrow.parquet as pq
+import pytest
+
+from luigi_tasks.convert import read_manifest
+from luigi_tasks.synthetic import write_trip_csv
+from tests.conftest import REPO, month, pipeline_settings, serve_csv_month, serve_zones, write_config
+
+pytestmark = pytest.mark.faults
+
+SERVICES = ("yellow", "green")
+MONTHS = ("2020-01", "2020-02", "2020-03")
+SEEDS = range(10)
+
+
+def _serve_months(server, tmp_path: Path) -> None:
+    from luigi_tasks.catalog import SERVICES as CATALOGUE
+
+    for service in SERVICES:
+        for at in MONTHS:
+            raw = write_trip_csv(tmp_path / f"{service}-{at}.csv", CATALOGUE[service], month(at), 60_000, seed=len(at))
+            serve_csv_month(server, service, at, raw.read_bytes())
+    serve_zones(server)
+
+
+def _backfill(config: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "LUIGI_CONFIG_PATH": str(config),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    args = [",".join(SERVICES), MONTHS[0], MONTHS[-1], "--sinks", "lake,postgres"]
+    return subprocess.Popen([str(REPO / "bin/backfill"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
+
+def _check_whole(lake: Path, dsn: str) -> None:
+    """Every sink holds each month once, as many rows as its manifest; nothing partial anywhere."""
+    leftovers = [p for p in lake.rglob("*") if ".part-" in p.name]
+    assert leftovers == [], leftovers
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        for service in SERVICES:
+            cur.execute(f"SELECT source_month::text, count(*) FROM {service}_tripdata GROUP BY 1 ORDER BY 1")
+            counts = dict(cur.fetchall())
+            for at in MONTHS:
+                parquet = lake / service / at[:4] / f"{service}_tripdata_{at}.parquet"
+                assert counts[f"{at}-01"] == read_manifest(parquet).rows_out == pq.read_metadata(parquet).num_rows
+            cur.execute(f"SELECT count(*) FROM (SELECT DISTINCT * FROM {service}_tripdata) d")
+            assert cur.fetchone()[0] == sum(counts.values())  # no row twice
+        cur.execute("SELECT update_id FROM table_updates ORDER BY 1")
+        markers = [row[0] for row in cur.fetchall()]
+    conn.close()
+    assert markers == sorted([f"{s}_tripdata:{at}" for s in SERVICES for at in MONTHS] + ["zones"])
+
+
+def _markers_have_data(dsn: str) -> None:
+    """After a kill: every marker's month is whole (a month without a marker may hold nothing or an old whole)."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('table_updates') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return
+        cur.execute("SELECT update_id FROM table_updates WHERE update_id LIKE '%%_tripdata:%%'")
+        for (update,) in cur.fetchall():
+            table, at = update.split(":")
+            cur.execute(f"SELECT count(*) FROM {table} WHERE source_month = %s", (f"{at}-01",))
+            assert cur.fetchone()[0] == 60_000, update
+    conn.close()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_kill_anywhere_then_rerun_counts_once(seed, tmp_path, server, pg_dsn):
+    _serve_months(server, tmp_path)
+    lake = tmp_path / "lake"
+    config = write_config(tmp_path / "luigi.cfg", {**pipeline_settings(server, lake), ("postgres", "dsn"): pg_dsn})
+    kills = random.Random(seed)
+    for _ in range(2):  # kill it twice, at seeded moments, before letting it finish
+        run = _backfill(config)
+        time.sleep(kills.uniform(0.3, 4.0))
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        _markers_have_data(pg_dsn)
+    final = _backfill(config)
+    assert final.wait(timeout=300) == 0
+    _check_whole(lake, pg_dsn)
