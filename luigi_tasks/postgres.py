@@ -207,7 +207,7 @@ def _binary_copy_chunks(
     total = source.metadata.num_rows
     months = None
     if lineage is not None:
-        # From days since the epoch: converting date objects would make pyarrow import pandas (0.2 s).
+        # One constant column, built from days since the epoch rather than a list of Python dates.
         day = pa.scalar((lineage - dt.date(1970, 1, 1)).days, pa.int32()).cast(pa.date32())
         months = pa.nulls(_BATCH_ROWS, pa.date32()).fill_null(day)
     yield encoder.write_header()
