@@ -97,3 +97,61 @@ def test_kill_anywhere_then_rerun_counts_once(seed, tmp_path, server, pg_dsn):
     final = _backfill(config)
     assert final.wait(timeout=300) == 0
     _check_whole(lake, pg_dsn)
+
+
+def test_database_restarted_mid_copy_fails_cleanly_then_loads_exactly(tmp_path):
+    """The server goes down in the middle of a COPY and comes back: the load fails with a clear error,
+    nothing is marked, and the next load is exact."""
+    from luigi_tasks.catalog import YELLOW
+    from luigi_tasks.convert import to_canonical_parquet
+    from luigi_tasks.postgres import done_updates, load_month
+    from tests.postgres_cluster import PostgresCluster
+
+    raw = write_trip_csv(tmp_path / "yellow.csv", YELLOW, month("2021-01"), 600_000, seed=5)
+    parquet = tmp_path / "yellow.parquet"
+    to_canonical_parquet(raw, parquet, dataset=YELLOW, month=month("2021-01"), source_url="x")
+    cluster = PostgresCluster().start()  # its own server: this test stops it
+    try:
+        env = {**os.environ, "PGPASSWORD": cluster.password}
+        code = (
+            "import sys, datetime as dt; from pathlib import Path; from luigi_tasks.catalog import YELLOW\n"
+            "from luigi_tasks.postgres import load_month; from luigi_tasks.errors import PipelineError\n"
+            "try:\n    load_month(sys.argv[1], Path(sys.argv[2]), dataset=YELLOW, month=dt.date(2021, 1, 1),"
+            " marker_table='table_updates')\nexcept PipelineError as e:\n    print(e); sys.exit(3)"
+        )
+        child = subprocess.Popen([sys.executable, "-c", code, cluster.dsn, str(parquet)], env=env,
+                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            with psycopg2.connect(cluster.dsn, password=cluster.password) as conn, conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%%' AND state = 'active'")
+                copying = cur.fetchone()[0]
+            conn.close()
+            if copying:
+                break
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        cluster.stop("fast")
+        out, _ = child.communicate(timeout=60)
+        assert child.returncode == 3
+        assert out.startswith(f"PostgreSQL at luigi@127.0.0.1:{cluster.port}/postgres: ")
+        assert cluster.password not in out
+        cluster.start()
+        os.environ["PGPASSWORD"], saved = cluster.password, os.environ.get("PGPASSWORD")
+        try:
+            assert done_updates(cluster.dsn, "table_updates", ["yellow_tripdata:2021-01"]) == set()
+            assert (
+                load_month(cluster.dsn, parquet, dataset=YELLOW, month=month("2021-01"), marker_table="table_updates")
+                == 600_000
+            )
+            with psycopg2.connect(cluster.dsn) as conn, conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM yellow_tripdata")
+                assert cur.fetchone()[0] == 600_000
+            conn.close()
+        finally:
+            if saved is None:
+                os.environ.pop("PGPASSWORD")
+            else:
+                os.environ["PGPASSWORD"] = saved
+    finally:
+        cluster.remove()

@@ -70,6 +70,22 @@ def luigid(tmp_path):
     server.wait(timeout=10)
 
 
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as the kernel lists them) with a TCP socket listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].split(":")
+            if int(hex_port, 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_luigid_listens_on_loopback_only(luigid):
+    assert listening_addresses(luigid) == {"0100007F"}  # 127.0.0.1
+
+
 def test_backfill_through_luigid_and_its_task_list(tmp_path, server, luigid):
     for at in ("2020-07", "2020-08"):
         serve_csv_month(server, "yellow", at, YELLOW_HEAD)
