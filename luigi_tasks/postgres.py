@@ -90,7 +90,8 @@ def connection(dsn: str) -> Iterator[psycopg2.extensions.connection]:
     try:
         yield conn
     except psycopg2.Error as exc:
-        conn.rollback()
+        with suppress(psycopg2.Error):  # the connection may be gone (server restarted): nothing to roll back
+            conn.rollback()
         raise PipelineError(f"PostgreSQL at {describe_dsn(dsn)}: {_masked(str(exc), dsn)}") from None
     finally:
         conn.close()
