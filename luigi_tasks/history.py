@@ -1,12 +1,11 @@
 """A small history of task runs in SQLite: what ran, when, for how long, how many rows, and how it ended.
 
 Written by luigi event handlers in the worker, so it works with the local scheduler and with luigid.
-Read it with `python -m luigi_tasks.history` (the last runs) or any SQLite client.
+Read it with `python -m luigi_tasks.runs` (the last runs) or any SQLite client.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -98,23 +97,3 @@ def latest_rows(path: Path, task_ids: list[str]) -> dict[str, int]:
         ).fetchall()
     db.close()
     return dict(found)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from luigi_tasks import config
-
-    parser = argparse.ArgumentParser(description="Show the last task runs recorded by luigi_tasks.")
-    parser.add_argument("--limit", type=int, default=30)
-    parser.add_argument("--path", default=None, help="history file (default: [history] path from luigi.cfg)")
-    args = parser.parse_args(argv)
-    path = Path(args.path) if args.path else config.history().file
-    print(f"{'finished':19}  {'status':7}  {'seconds':>8}  {'rows':>11}  task")
-    for run in reversed(runs(path, args.limit)):
-        seconds = f"{run['seconds']:.1f}" if run["seconds"] is not None else ""
-        rows = f"{run['rows']:,}" if run["rows"] is not None else ""
-        line = f"{run['finished']:19}  {run['status']:7}  {seconds:>8}  {rows:>11}  {run['task_id']}"
-        print(line + (f"\n{'':42}{run['error']}" if run["error"] else ""))
-
-
-if __name__ == "__main__":
-    main()

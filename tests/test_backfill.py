@@ -110,3 +110,17 @@ def test_history_keeps_every_run_with_rows_and_outcome(pg_lake, pg_dsn, server, 
     assert history.latest_rows(config.history().file, [by_family["LoadToPostgres"][0]["task_id"]]) == {
         by_family["LoadToPostgres"][0]["task_id"]: 266
     }
+
+
+def test_runs_command_shows_the_history(pg_lake, server, capsys):
+    from luigi_tasks import config, runs
+
+    serve_range(server, "yellow", YELLOW_HEAD, ["2020-07"])
+    serve_zones(server)
+    run_tasks(IngestMonth(service="yellow", month=month("2020-07")))
+    capsys.readouterr()
+    runs.main(["--path", str(config.history().file), "--limit", "10"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["finished", "status", "seconds", "rows", "task"]
+    [to_parquet] = [line for line in lines if "ToParquet_2020_07_yellow" in line]
+    assert to_parquet.split()[2:3] == ["DONE"] and "266" in to_parquet.split()
