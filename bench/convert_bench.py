@@ -21,11 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
-import os
-import platform
-import resource
 import shlex
 import statistics
 import subprocess
@@ -34,34 +30,27 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-WORK_DIR = REPO / "bench" / "out"
-DOCS_PATH = REPO / "docs" / "benchmarks.md"
+from common import (
+    MB,
+    MONTH,
+    REPO,
+    WORK_DIR,
+    YELLOW_2021_01_ROWS,
+    child_library_versions,
+    data_library_versions,
+    ensure_input,
+    generate_input,
+    input_path,
+    machine,
+    maxrss_mb,
+    run_stamp,
+    script_command,
+    verdict,
+    wait_child,
+    warm_page_cache,
+)
 
-MONTH = dt.date(2021, 1, 1)
-YELLOW_2021_01_ROWS = 1_369_765
-SEED = 1
-# The yellow header of 2019-2021 files.
-COLUMNS = [
-    "VendorID",
-    "tpep_pickup_datetime",
-    "tpep_dropoff_datetime",
-    "passenger_count",
-    "trip_distance",
-    "RatecodeID",
-    "store_and_fwd_flag",
-    "PULocationID",
-    "DOLocationID",
-    "payment_type",
-    "fare_amount",
-    "extra",
-    "mta_tax",
-    "tip_amount",
-    "tolls_amount",
-    "improvement_surcharge",
-    "total_amount",
-    "congestion_surcharge",
-]
+DOCS_PATH = REPO / "docs" / "benchmarks.md"
 
 METHODS = {
     "luigi": "luigi_tasks ToParquet",
@@ -75,8 +64,6 @@ GOAL_WALL_RATIO = 1.0
 GOAL_RSS_MB = 300.0
 # "The same RSS for the 5x file": the 5x peak may exceed the 1x peak by at most this share.
 GOAL_RSS_GROWTH = 0.10
-
-MB = 1024 * 1024
 
 
 # --- the child: one conversion in a fresh interpreter -------------------------------------------------------------
@@ -120,23 +107,18 @@ PREPARE: dict[str, Callable[[Path, Path], Callable[[], None]]] = {
 }
 
 
-def _maxrss_mb() -> float:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_one(method: str, src: Path, dest: Path, expect_rows: int | None) -> dict:
     """Convert `src` into `dest` with `method` in this process; return the child's own measurements."""
     dest.unlink(missing_ok=True)
     started = time.perf_counter()
     convert = PREPARE[method](src, dest)
     import_s = time.perf_counter() - started
-    rss_after_import_mb = _maxrss_mb()
+    rss_after_import_mb = maxrss_mb()
 
     started = time.perf_counter()
     convert()
     wall_s = time.perf_counter() - started
-    rss_mb = _maxrss_mb()
+    rss_mb = maxrss_mb()
 
     import pyarrow.parquet as pq
 
@@ -172,50 +154,12 @@ class Input:
         return self.path.stat().st_size / MB
 
 
-def input_path(work: Path, rows: int, gz: bool) -> Path:
-    return work / f"yellow-{MONTH:%Y-%m}-{rows}r-seed{SEED}.csv{'.gz' if gz else ''}"
-
-
-def generate_input(path: Path, rows: int) -> None:
-    """Write the seeded CSV at `path` (complete files only: written under a part name, then renamed)."""
-    from luigi_tasks.catalog import YELLOW
-    from luigi_tasks.synthetic import write_trip_csv
-
-    # Keep the suffix so that the generator still sees ".gz".
-    part = path.with_name(f".part-{os.getpid()}-{path.name}")
-    try:
-        write_trip_csv(part, YELLOW, MONTH, rows, seed=SEED, columns=COLUMNS)
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
-
-
-def ensure_input(path: Path, rows: int) -> None:
-    """Generate the input unless it is already there, in a child process (see `_self_command`)."""
-    if path.exists():
-        return
-    print(f"generating {path.name} ({rows:,} rows) ...", file=sys.stderr, flush=True)
-    subprocess.run(_self_command("--generate", str(path), str(rows)), cwd=REPO, check=True)
-
-
-def warm_page_cache(path: Path) -> None:
-    """Read the file once so that every method, including the first one timed, finds it in the page cache."""
-    buffer = bytearray(1 << 20)
-    with open(path, "rb", buffering=0) as source:
-        while source.readinto(buffer):
-            pass
-
-
 # --- the parent: many children, round-robin ------------------------------------------------------------------------
 #
 # On Linux a child's ru_maxrss starts at its parent's high-water mark: fork (or vfork) and exec carry it over. So the
 # parent never imports pyarrow, pandas or numpy and never holds data; what needs them (generating the inputs, reading
 # library versions) runs in a child of its own. main() checks that the parent's peak stays below every child's RSS
 # after imports, so that no child's peak is masked by the parent's.
-
-
-def _self_command(*args: str) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), *args]
 
 
 @dataclasses.dataclass
@@ -232,17 +176,15 @@ class Run:
 def measure(method: str, item: Input, work: Path) -> Run:
     """Run one conversion in a fresh interpreter; peak RSS comes from os.wait4 on the child."""
     dest = work / f"{method}-{item.path.name.split('.')[0]}-{'gz' if item.path.name.endswith('.gz') else 'csv'}.parquet"
-    command = _self_command("--one", method, str(item.path), "--dest", str(dest), "--expect-rows", str(item.rows))
+    command = script_command(
+        __file__, "--one", method, str(item.path), "--dest", str(dest), "--expect-rows", str(item.rows)
+    )
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=REPO, text=True)
-    assert child.stdout is not None
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
+    output, returncode, usage = wait_child(child)
     process_wall_s = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    child.stdout.close()
-    if child.returncode != 0:
-        raise SystemExit(f"{METHODS[method]} on {item.path.name} failed (exit {child.returncode}); see stderr above")
+    if returncode != 0:
+        raise SystemExit(f"{METHODS[method]} on {item.path.name} failed (exit {returncode}); see stderr above")
     result = json.loads(output.strip().splitlines()[-1])
     if result["rows"] != item.rows:  # the child checks too; this guards the check itself
         raise SystemExit(f"{METHODS[method]} on {item.path.name}: {result['rows']:,} rows out, {item.rows:,} in")
@@ -327,10 +269,6 @@ def goal_checks(summaries: list[Summary]) -> list[str]:
     """One line per goal and input: the measured value and whether the goal is met."""
     subject = [s for s in summaries if s.method == SUBJECT]
     lines = []
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**not met**"
-
     for s in subject:
         if s.wall_ratio == s.wall_ratio:
             lines.append(
@@ -357,52 +295,14 @@ def goal_checks(summaries: list[Summary]) -> list[str]:
 # --- environment and docs ------------------------------------------------------------------------------------------
 
 
-def _git(*args: str) -> str:
-    try:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return done.stdout.strip()
-
-
 def library_versions() -> dict[str, str]:
-    import numpy
-    import pandas
     import pyarrow
 
-    return {
-        "python": platform.python_version(),
-        "pyarrow": pyarrow.__version__,
-        "pandas": pandas.__version__,
-        "numpy": numpy.__version__,
-        "arrow memory pool": pyarrow.default_memory_pool().backend_name,
-    }
+    return {**data_library_versions(), "arrow memory pool": pyarrow.default_memory_pool().backend_name}
 
 
 def environment(parent_rss_mb: float) -> dict[str, str]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    commit = _git("rev-parse", "--short", "HEAD")
-    if commit and _git("status", "--porcelain", "--untracked-files=no"):
-        commit += " (with uncommitted changes)"
-    versions = subprocess.run(_self_command("--versions"), cwd=REPO, check=True, capture_output=True, text=True)
-    return {
-        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "commit": commit or "unknown",
-        **json.loads(versions.stdout),
-        "nproc": str(os.cpu_count()),
-        "CPU": cpu or platform.processor() or "unknown",
-        "RAM": f"{memory:.0f} GiB",
-        "OS": f"{platform.system()} {platform.release()}",
-        "peak RSS of the benchmark's parent process": f"{parent_rss_mb:.0f} MB",
-    }
+    return {**run_stamp(), **child_library_versions(__file__), **machine(parent_rss_mb)}
 
 
 def docs_text(summaries: list[Summary], command: str, env: dict[str, str], args: argparse.Namespace) -> str:
@@ -509,7 +409,7 @@ def main(argv: list[str]) -> int:
         for gz in (False, True):
             rows = args.rows * scale
             path = input_path(args.work, rows, gz)
-            ensure_input(path, rows)
+            ensure_input(path, rows, script=__file__)
             inputs.append(Input(path, rows, scale))
 
     plan = [
@@ -537,7 +437,7 @@ def main(argv: list[str]) -> int:
                 flush=True,
             )
 
-    parent_rss_mb = _maxrss_mb()
+    parent_rss_mb = maxrss_mb()
     floor_mb = min(run.rss_after_import_mb for run in runs)
     if parent_rss_mb >= floor_mb:
         print(

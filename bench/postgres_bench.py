@@ -28,11 +28,9 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import datetime as dt
 import functools
 import json
 import os
-import platform
 import resource
 import shlex
 import signal
@@ -44,34 +42,29 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-WORK_DIR = REPO / "bench" / "out"
-DOCS_PATH = REPO / "docs" / "postgres-benchmark.md"
+from common import (
+    COLUMNS,
+    MB,
+    MONTH,
+    REPO,
+    SEED,
+    WORK_DIR,
+    YELLOW_2021_01_ROWS,
+    child_library_versions,
+    data_library_versions,
+    ensure_input,
+    generate_input,
+    input_path,
+    machine,
+    maxrss_mb,
+    run_stamp,
+    script_command,
+    verdict,
+    wait_child,
+    warm_page_cache,
+)
 
-MONTH = dt.date(2021, 1, 1)
-YELLOW_2021_01_ROWS = 1_369_765
-SEED = 1
-# The yellow header of 2019-2021 files.
-COLUMNS = [
-    "VendorID",
-    "tpep_pickup_datetime",
-    "tpep_dropoff_datetime",
-    "passenger_count",
-    "trip_distance",
-    "RatecodeID",
-    "store_and_fwd_flag",
-    "PULocationID",
-    "DOLocationID",
-    "payment_type",
-    "fare_amount",
-    "extra",
-    "mta_tax",
-    "tip_amount",
-    "tolls_amount",
-    "improvement_surcharge",
-    "total_amount",
-    "congestion_surcharge",
-]
+DOCS_PATH = REPO / "docs" / "postgres-benchmark.md"
 
 METHODS = {
     "luigi": "luigi_tasks LoadToPostgres",
@@ -114,7 +107,6 @@ GOAL_ZOOMCAMP_SPEEDUP = 50.0
 GOAL_RSS_MB = 300.0
 
 GNU_TIME = Path("/usr/bin/time")
-MB = 1024 * 1024
 
 
 # --- the child: one load in a fresh interpreter --------------------------------------------------------------------
@@ -224,11 +216,6 @@ PREPARE: dict[str, Callable[[Paths], Callable[[], int]]] = {
 }
 
 
-def _maxrss_mb() -> float:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -240,7 +227,7 @@ def run_one(method: str, paths: Paths) -> dict:
     started = time.perf_counter()
     load = PREPARE[method](paths)
     import_s = time.perf_counter() - started
-    rss_after_import_mb = _maxrss_mb()
+    rss_after_import_mb = maxrss_mb()
 
     cpu_before = _cpu_s()
     started = time.perf_counter()
@@ -282,42 +269,6 @@ def prepare_partition(dsn: str) -> None:
         print(prepare_month_table(conn, YELLOW, MONTH, MARKER_TABLE))
     finally:
         conn.close()
-
-
-# --- inputs --------------------------------------------------------------------------------------------------------
-
-
-def input_path(work: Path, rows: int) -> Path:
-    return work / f"yellow-{MONTH:%Y-%m}-{rows}r-seed{SEED}.csv"
-
-
-def generate_input(path: Path, rows: int) -> None:
-    """Write the seeded CSV at `path` (complete files only: written under a part name, then renamed)."""
-    from luigi_tasks.catalog import YELLOW
-    from luigi_tasks.synthetic import write_trip_csv
-
-    part = path.with_name(f".part-{os.getpid()}-{path.name}")
-    try:
-        write_trip_csv(part, YELLOW, MONTH, rows, seed=SEED, columns=COLUMNS)
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
-
-
-def ensure_input(path: Path, rows: int) -> None:
-    """Generate the input unless it is already there, in a child process (see `_self_command`)."""
-    if path.exists():
-        return
-    print(f"generating {path.name} ({rows:,} rows) ...", file=sys.stderr, flush=True)
-    subprocess.run(_self_command("--generate", str(path), str(rows)), cwd=REPO, check=True)
-
-
-def warm_page_cache(path: Path) -> None:
-    """Read the file once so that every method, including the first one timed, finds it in the page cache."""
-    buffer = bytearray(1 << 20)
-    with open(path, "rb", buffering=0) as source:
-        while source.readinto(buffer):
-            pass
 
 
 # --- the server ----------------------------------------------------------------------------------------------------
@@ -424,10 +375,6 @@ def _proc_stats():
 # this process's, so psql runs under GNU time, which forks it from a small process and reports psql's own peak.
 
 
-def _self_command(*args: str) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), *args]
-
-
 def _has_gnu_time() -> bool:
     try:
         done = subprocess.run([str(GNU_TIME), "--version"], capture_output=True, text=True)
@@ -449,30 +396,15 @@ class Run:
     other_cpu_s: float = float("nan")  # CPU time of everything else on the machine over the measurement
 
 
-def _wait(child: subprocess.Popen) -> tuple[str, int, resource.struct_rusage]:
-    """Read the child's stdout and reap it with os.wait4; kill it if this process is interrupted."""
-    try:
-        assert child.stdout is not None
-        output = child.stdout.read()
-        _, status, usage = os.wait4(child.pid, 0)
-    except BaseException:
-        child.kill()
-        child.wait()
-        raise
-    child.returncode = os.waitstatus_to_exitcode(status)
-    child.stdout.close()
-    return output, child.returncode, usage
-
-
 def measure_python(method: str, server: Server, paths: Paths) -> Run:
     """Run one load in a fresh interpreter; peak RSS comes from os.wait4 on the child."""
-    command = _self_command(
-        "--one", method, "--dsn", server.dsn, "--csv", str(paths.csv), "--parquet", str(paths.parquet),
+    command = script_command(
+        __file__, "--one", method, "--dsn", server.dsn, "--csv", str(paths.csv), "--parquet", str(paths.parquet),
         "--dest", str(paths.dest),
     )  # fmt: skip
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=REPO, env=server.env, text=True)
-    output, returncode, usage = _wait(child)
+    output, returncode, usage = wait_child(child)
     process_wall_s = time.perf_counter() - started
     if returncode != 0:
         raise SystemExit(f"{METHODS.get(method, method)} failed (exit {returncode}); see stderr above")
@@ -497,7 +429,7 @@ def measure_psql(method: str, server: Server, command: str, gnu_time: bool, expe
             psql = [str(GNU_TIME), "-f", "%M %U %S", "-o", report.name, *psql]
         started = time.perf_counter()
         child = subprocess.Popen(psql, stdout=subprocess.PIPE, env=server.env, text=True)
-        output, returncode, usage = _wait(child)
+        output, returncode, usage = wait_child(child)
         wall_s = time.perf_counter() - started
         if returncode != 0:
             raise SystemExit(f"{METHODS.get(method, method)} failed (exit {returncode}); see stderr above")
@@ -598,7 +530,7 @@ def measure_breakdown(step: str, server: Server, paths: Paths, binary: Path, row
     partition = ""
     if step in ("psql-binary", "server-binary"):
         done = subprocess.run(
-            _self_command("--prepare-partition", server.dsn), cwd=REPO, env=server.env, check=True,
+            script_command(__file__, "--prepare-partition", server.dsn), cwd=REPO, env=server.env, check=True,
             capture_output=True, text=True,
         )  # fmt: skip
         partition = done.stdout.strip().splitlines()[-1]
@@ -719,9 +651,6 @@ def goal_checks(summaries: list[Summary]) -> list[str]:
     if subject is None:
         return []
 
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**not met**"
-
     lines = []
     if PSQL in by_method:
         lines.append(
@@ -744,28 +673,14 @@ def goal_checks(summaries: list[Summary]) -> list[str]:
 # --- environment and docs ------------------------------------------------------------------------------------------
 
 
-def _git(*args: str) -> str:
-    try:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return done.stdout.strip()
-
-
 def library_versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    import numpy
-    import pandas
     import psycopg2
-    import pyarrow
     import sqlalchemy
 
     return {
-        "python": platform.python_version(),
-        "pyarrow": pyarrow.__version__,
-        "pandas": pandas.__version__,
-        "numpy": numpy.__version__,
+        **data_library_versions(),
         "psycopg2": psycopg2.__version__.split()[0],
         "pgpq": version("pgpq"),
         "sqlalchemy": sqlalchemy.__version__,
@@ -799,35 +714,17 @@ def _others_note(others: list[float]) -> str:
 def environment(
     server: Server, parent_rss_mb: float, gnu_time: bool, others: list[float], discarded: list[str], changed: list[str]
 ) -> dict[str, str]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    commit = _git("rev-parse", "--short", "HEAD")
-    if commit and _git("status", "--porcelain", "--untracked-files=no"):
-        commit += " (with uncommitted changes)"
-    versions = subprocess.run(_self_command("--versions"), cwd=REPO, check=True, capture_output=True, text=True)
     settings = ", ".join(f"{name}={server.sql(f'SHOW {name}')}" for name in SERVER_SETTINGS)
     psql_version = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
     return {
-        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "commit": commit or "unknown",
+        **run_stamp(),
         "luigi_tasks sources changed during the run": ", ".join(changed) or "none",
-        **json.loads(versions.stdout),
+        **child_library_versions(__file__),
         "PostgreSQL server": server.sql("SHOW server_version"),
         "psql": psql_version.removeprefix("psql (PostgreSQL) "),
         "server settings": settings,
         "psql peak RSS from": "GNU time" if gnu_time else "os.wait4 (a floor: this process's own peak)",
-        "nproc": str(os.cpu_count()),
-        "CPU": cpu or platform.processor() or "unknown",
-        "RAM": f"{memory:.0f} GiB",
-        "OS": f"{platform.system()} {platform.release()}",
-        "peak RSS of the benchmark's parent process": f"{parent_rss_mb:.0f} MB",
+        **machine(parent_rss_mb),
         "CPU time of other processes during a measurement": _others_note(others),
         "measurements made again because other processes were busy": ", ".join(
             f"{label} ({count}x)" for label, count in collections.Counter(discarded).items()
@@ -1024,7 +921,7 @@ def main(argv: list[str]) -> int:
 
     args.work.mkdir(parents=True, exist_ok=True)
     csv = input_path(args.work, args.rows)
-    ensure_input(csv, args.rows)
+    ensure_input(csv, args.rows, script=__file__)
     stem = csv.name.removesuffix(".csv")
     paths = Paths(
         dsn="",
@@ -1034,11 +931,13 @@ def main(argv: list[str]) -> int:
     )
     # Made afresh every time, so that it is what the current converter writes.
     print(f"making {paths.parquet.name} (not timed) ...", file=sys.stderr, flush=True)
-    subprocess.run(_self_command("--make-parquet", str(csv), str(paths.parquet)), cwd=REPO, check=True)
+    subprocess.run(script_command(__file__, "--make-parquet", str(csv), str(paths.parquet)), cwd=REPO, check=True)
     binary = args.work / f"binary-{stem}.copy"
     if args.breakdown:
         print(f"writing {binary.name} (not timed) ...", file=sys.stderr, flush=True)
-        subprocess.run(_self_command("--write-binary", str(paths.parquet), str(binary)), cwd=REPO, check=True)
+        subprocess.run(
+            script_command(__file__, "--write-binary", str(paths.parquet), str(binary)), cwd=REPO, check=True
+        )
     gnu_time = _has_gnu_time()
     sources = sources_snapshot()
     if not gnu_time:
@@ -1081,7 +980,7 @@ def main(argv: list[str]) -> int:
                 breakdown_runs.append(run)
                 _progress(len(runs) + len(breakdown_runs), total, repetition + 1, run, step)
 
-        parent_rss_mb = _maxrss_mb()
+        parent_rss_mb = maxrss_mb()
         others = [r.other_cpu_s for r in runs + breakdown_runs]
         print(f"other processes' CPU time during a measurement: {_others_note(others)}", file=sys.stderr)
         changed = changed_sources(sources)

@@ -1,0 +1,184 @@
+"""What the benchmark scripts share: the seeded input, their child processes and the environment they report.
+
+The scripts run as `python bench/<script>.py`, with bench/ on sys.path, so they import this module as `common`;
+so do the children they start, which run the same script again. Nothing here imports pyarrow, pandas or numpy
+at module level: a benchmark's parent process must stay small, since on Linux its children inherit its peak RSS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORK_DIR = REPO / "bench" / "out"
+
+MONTH = dt.date(2021, 1, 1)
+YELLOW_2021_01_ROWS = 1_369_765
+SEED = 1
+# The yellow header of 2019-2021 files.
+COLUMNS = [
+    "VendorID",
+    "tpep_pickup_datetime",
+    "tpep_dropoff_datetime",
+    "passenger_count",
+    "trip_distance",
+    "RatecodeID",
+    "store_and_fwd_flag",
+    "PULocationID",
+    "DOLocationID",
+    "payment_type",
+    "fare_amount",
+    "extra",
+    "mta_tax",
+    "tip_amount",
+    "tolls_amount",
+    "improvement_surcharge",
+    "total_amount",
+    "congestion_surcharge",
+]
+
+MB = 1024 * 1024
+
+
+# --- child processes -----------------------------------------------------------------------------------------------
+
+
+def script_command(script: str, *args: str) -> list[str]:
+    """The command that runs `script` (a benchmark's `__file__`) with `args` in a fresh interpreter like this one."""
+    return [sys.executable, str(Path(script).resolve()), *args]
+
+
+def wait_child(child: subprocess.Popen) -> tuple[str, int, resource.struct_rusage]:
+    """Read the child's stdout and reap it with os.wait4; kill it if this process is interrupted."""
+    try:
+        assert child.stdout is not None
+        output = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    child.returncode = os.waitstatus_to_exitcode(status)
+    child.stdout.close()
+    return output, child.returncode, usage
+
+
+def maxrss_mb() -> float:
+    """This process's peak RSS so far, in MB."""
+    # Linux reports ru_maxrss in KiB.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- inputs --------------------------------------------------------------------------------------------------------
+
+
+def input_path(work: Path, rows: int, gz: bool = False) -> Path:
+    """Where the seeded CSV of `rows` rows (gzipped if `gz`) is cached in `work`."""
+    return work / f"yellow-{MONTH:%Y-%m}-{rows}r-seed{SEED}.csv{'.gz' if gz else ''}"
+
+
+def generate_input(path: Path, rows: int) -> None:
+    """Write the seeded CSV at `path` (complete files only: written under a part name, then renamed)."""
+    from luigi_tasks.catalog import YELLOW
+    from luigi_tasks.synthetic import write_trip_csv
+
+    # Keep the suffix so that the generator still sees ".gz".
+    part = path.with_name(f".part-{os.getpid()}-{path.name}")
+    try:
+        write_trip_csv(part, YELLOW, MONTH, rows, seed=SEED, columns=COLUMNS)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def ensure_input(path: Path, rows: int, script: str) -> None:
+    """Generate the input unless it is already there, in a child process: `script --generate PATH ROWS`."""
+    if path.exists():
+        return
+    print(f"generating {path.name} ({rows:,} rows) ...", file=sys.stderr, flush=True)
+    subprocess.run(script_command(script, "--generate", str(path), str(rows)), cwd=REPO, check=True)
+
+
+def warm_page_cache(path: Path) -> None:
+    """Read the file once so that every method, including the first one timed, finds it in the page cache."""
+    buffer = bytearray(1 << 20)
+    with open(path, "rb", buffering=0) as source:
+        while source.readinto(buffer):
+            pass
+
+
+# --- the report ----------------------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    """How a goal check ends: met, or not met (in bold)."""
+    return "met" if ok else "**not met**"
+
+
+# --- the environment -----------------------------------------------------------------------------------------------
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return done.stdout.strip()
+
+
+def run_stamp() -> dict[str, str]:
+    """The date of the run and the commit measured, marked when tracked files have uncommitted changes."""
+    commit = _git("rev-parse", "--short", "HEAD")
+    if commit and _git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    return {
+        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "commit": commit or "unknown",
+    }
+
+
+def data_library_versions() -> dict[str, str]:
+    """The versions of Python and of the data libraries every benchmark uses; imports them, so call it in a child."""
+    import numpy
+    import pandas
+    import pyarrow
+
+    return {
+        "python": platform.python_version(),
+        "pyarrow": pyarrow.__version__,
+        "pandas": pandas.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def child_library_versions(script: str) -> dict[str, str]:
+    """The library versions that `script --versions` prints as JSON: read in a child, so this process stays small."""
+    done = subprocess.run(script_command(script, "--versions"), cwd=REPO, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def machine(parent_rss_mb: float) -> dict[str, str]:
+    """The machine the benchmark ran on, and the peak RSS of its parent process."""
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return {
+        "nproc": str(os.cpu_count()),
+        "CPU": cpu or platform.processor() or "unknown",
+        "RAM": f"{memory:.0f} GiB",
+        "OS": f"{platform.system()} {platform.release()}",
+        "peak RSS of the benchmark's parent process": f"{parent_rss_mb:.0f} MB",
+    }
