@@ -118,11 +118,12 @@ class BigQuerySink:
         settings = config.gcp()
         counts = bigquery.month_counts(bigquery.client(settings.project, settings.location), settings.dataset, dataset)
         root = config.lake().path
-        return {
-            month
-            for month in months
-            if month in counts and counts[month] == read_manifest(canonical_path(root, dataset, month)).rows_out
-        }
+        done = set()
+        for month in months:
+            local = canonical_path(root, dataset, month)  # the manifest says how many rows the month has
+            if month in counts and local.exists() and counts[month] == read_manifest(local).rows_out:
+                done.add(month)
+        return done
 
 
 class S3Sink:
