@@ -102,9 +102,15 @@ def load_month(
     """Replace one month of the service's table with the Parquet at `uri`; returns the month's rows."""
     check_dataset(bq, bq_dataset)
     table_id = ensure_table(bq, bq_dataset, dataset)
+    _drop_stale_staging(bq, bq_dataset, f"_staging_{table_name(dataset)}_{month:%Y%m}_")
     attempt = secrets.token_hex(4)  # job ids: one per (table, month, attempt)
     job_prefix = f"luigi_tasks_{table_name(dataset)}_{month:%Y%m}_{attempt}"
     staging = _table_id(bq, bq_dataset, f"_staging_{table_name(dataset)}_{month:%Y%m}_{attempt}")
+    # The staging table expires by itself: a run killed after the commit but before the drop below
+    # leaves nothing behind for long (and the next load of the month drops it at once).
+    staging_table = bigquery.Table(staging, schema=schema(dataset, with_lineage=False))
+    staging_table.expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    bq.create_table(staging_table)
     load_config = bigquery.LoadJobConfig(
         source_format=bigquery.SourceFormat.PARQUET,
         schema=schema(dataset, with_lineage=False),
@@ -132,6 +138,13 @@ def load_month(
             f"{table_id} holds {rows:,} rows for {month:%Y-%m} after the load, expected {expected_rows:,}"
         )
     return rows
+
+
+def _drop_stale_staging(bq: bigquery.Client, bq_dataset: str, prefix: str) -> None:
+    """Staging tables of this month left by a killed attempt (luigi runs one attempt of a month at a time)."""
+    for table in bq.list_tables(f"{bq.project}.{bq_dataset}"):
+        if table.table_id.startswith(prefix):
+            bq.delete_table(table, not_found_ok=True)
 
 
 def month_counts(bq: bigquery.Client, bq_dataset: str, dataset: Dataset) -> dict[dt.date, int]:
