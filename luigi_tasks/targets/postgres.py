@@ -17,11 +17,3 @@ class PostgresMarkerTarget(luigi.Target):
 
     def exists(self) -> bool:
         return self.update_id in done_updates(self.dsn, self.marker_table, [self.update_id])
-
-    @classmethod
-    def bulk_exists(cls, targets: list[PostgresMarkerTarget]) -> set[str]:
-        """The update ids of `targets` that are done, in one query (all targets share dsn and table)."""
-        if not targets:
-            return set()
-        first = targets[0]
-        return done_updates(first.dsn, first.marker_table, [t.update_id for t in targets])

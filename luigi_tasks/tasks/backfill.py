@@ -9,27 +9,20 @@ import luigi
 
 from luigi_tasks.catalog import SERVICES, next_month, service
 from luigi_tasks.errors import DataError
-from luigi_tasks.tasks.base import MonthParameter, PipelineTask, log
+from luigi_tasks.tasks.base import CommaListParameter, MonthParameter, PipelineTask, log
 from luigi_tasks.tasks.ingest import IngestMonth, SinksParameter
 from luigi_tasks.tasks.sinks import SINKS, rows_by_sink
 
 
-class ServicesParameter(luigi.Parameter):
+class ServicesParameter(CommaListParameter):
     """A comma-separated list of services, or `all`."""
 
-    def parse(self, x: str | tuple) -> tuple[str, ...]:
-        names = tuple(s.strip() for s in x.split(",")) if isinstance(x, str) else tuple(x)
+    def check(self, names: tuple[str, ...]) -> tuple[str, ...]:
         if names == ("all",):
             return tuple(SERVICES)
         for name in names:
             service(name)  # a clear error for an unknown one
-        return tuple(dict.fromkeys(names))
-
-    def normalize(self, x: str | tuple) -> tuple[str, ...]:
-        return self.parse(x)
-
-    def serialize(self, x: tuple[str, ...]) -> str:
-        return ",".join(x)
+        return names
 
 
 def months_between(start: dt.date, stop: dt.date) -> list[dt.date]:

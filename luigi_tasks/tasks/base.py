@@ -30,6 +30,23 @@ def latest_published_month(today: dt.date, lag_months: int) -> dt.date:
     return dt.date(index // 12, index % 12 + 1, 1)
 
 
+class CommaListParameter(luigi.Parameter):
+    """A comma-separated list on the command line, a tuple in code; `check` validates and may expand it."""
+
+    def check(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        return names
+
+    def parse(self, x: str | tuple) -> tuple[str, ...]:
+        names = tuple(s.strip() for s in x.split(",")) if isinstance(x, str) else tuple(x)
+        return tuple(dict.fromkeys(self.check(names)))
+
+    def normalize(self, x: str | tuple) -> tuple[str, ...]:
+        return self.parse(x)
+
+    def serialize(self, x: tuple[str, ...]) -> str:
+        return ",".join(x)
+
+
 class PipelineTask(luigi.Task):
     """Base of every task: a failure we explain is reported as its message, not a traceback.
 

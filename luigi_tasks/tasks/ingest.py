@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import luigi
 
-from luigi_tasks.tasks.base import MonthTask, log
+from luigi_tasks.tasks.base import CommaListParameter, MonthTask, log
 from luigi_tasks.tasks.sinks import SINKS, rows_by_sink
 
 
-class SinksParameter(luigi.Parameter):
+class SinksParameter(CommaListParameter):
     """A comma-separated list of sinks, e.g. `lake` or `lake,postgres`."""
 
-    def parse(self, x: str | tuple) -> tuple[str, ...]:
-        names = tuple(s.strip() for s in x.split(",")) if isinstance(x, str) else tuple(x)
+    def check(self, names: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [n for n in names if n not in SINKS]
         if unknown or not names:
             raise ValueError(f"unknown sink {', '.join(unknown) or '(none)'}; available: {', '.join(SINKS)}")
-        return tuple(dict.fromkeys(names))
-
-    def normalize(self, x: str | tuple) -> tuple[str, ...]:
-        return self.parse(x)
-
-    def serialize(self, x: tuple[str, ...]) -> str:
-        return ",".join(x)
+        return names
 
 
 class IngestMonth(MonthTask, luigi.WrapperTask):
