@@ -169,7 +169,15 @@ def write_config(path: Path, settings: dict[tuple[str, str], str]) -> Path:
 
 def luigi_command(args: list[str], config: Path, program: list[str] | None = None) -> subprocess.CompletedProcess:
     """The README's command, as a user runs it from the repo with their own config file."""
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "LUIGI_CONFIG_PATH": str(config), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    program = program or [str(bin_dir / "luigi"), "--module", "luigi_tasks"]
-    return subprocess.run([*program, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    program = program or [str(Path(sys.executable).with_name("luigi")), "--module", "luigi_tasks"]
+    return subprocess.run(
+        [*program, *args], cwd=REPO, env=command_env(config), capture_output=True, text=True, timeout=300
+    )
+
+
+def command_env(config: Path | None = None) -> dict[str, str]:
+    """The environment of a command a user runs: this venv's programs first, and their config file."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    if config is not None:
+        env["LUIGI_CONFIG_PATH"] = str(config)
+    return env

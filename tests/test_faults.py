@@ -19,7 +19,7 @@ import pytest
 
 from luigi_tasks.convert import read_manifest
 from luigi_tasks.synthetic import write_trip_csv
-from tests.conftest import REPO, month, pipeline_settings, serve_csv_month, serve_zones, write_config
+from tests.conftest import REPO, command_env, month, pipeline_settings, serve_csv_month, serve_zones, write_config
 
 pytestmark = pytest.mark.faults
 
@@ -39,11 +39,7 @@ def _serve_months(server, tmp_path: Path) -> None:
 
 
 def _backfill(config: Path, sinks: str = "lake,postgres") -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "LUIGI_CONFIG_PATH": str(config),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
+    env = command_env(config)
     args = [",".join(SERVICES), MONTHS[0], MONTHS[-1], "--sinks", sinks]
     return subprocess.Popen([str(REPO / "bin/backfill"), *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip

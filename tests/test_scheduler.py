@@ -5,10 +5,8 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +21,7 @@ from luigi_tasks import history
 from tests.conftest import (
     DATA,
     REPO,
+    command_env,
     luigi_command,
     pipeline_settings,
     serve_csv_month,
@@ -44,11 +43,7 @@ def scheduler_api(port: int, method: str, **data) -> dict:
 def luigid(tmp_path):
     """A real central scheduler on a free port of 127.0.0.1, started by bin/luigid with a temp state dir."""
     port = free_port()
-    env = {
-        **os.environ,
-        "LUIGI_TASKS_STATE_DIR": str(tmp_path / "state"),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
+    env = {**command_env(), "LUIGI_TASKS_STATE_DIR": str(tmp_path / "state")}
     server = subprocess.Popen(
         [str(REPO / "bin/luigid"), "--port", str(port)],
         env=env,
@@ -114,11 +109,7 @@ def test_two_workers_on_one_backfill_do_each_month_once(tmp_path, server, luigid
     config = write_config(tmp_path / "luigi.cfg", settings)
     args = ["yellow", months[0], months[-1], "--sinks", "lake,postgres", "--worker-keep-alive", "--no-lock",
             "--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid)]  # fmt: skip
-    env = {
-        **os.environ,
-        "LUIGI_CONFIG_PATH": str(config),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
+    env = command_env(config)
     workers = [
         subprocess.Popen([*BACKFILL, *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for _ in range(2)
@@ -149,11 +140,7 @@ def test_an_overlapping_identical_run_exits_already_running(tmp_path, server):
     # The first run hangs in its download, holding luigi's lock.
     serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD * 2000, stall_after=1000)
     config = write_config(tmp_path / "luigi.cfg", pipeline_settings(server, tmp_path / "lake"))
-    env = {
-        **os.environ,
-        "LUIGI_CONFIG_PATH": str(config),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
+    env = command_env(config)
     first = subprocess.Popen([str(REPO / "bin/ingest-month"), "yellow", "2020-07"], cwd=REPO, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
