@@ -10,29 +10,53 @@ counted in one query.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import os
 import secrets
+from collections.abc import Iterator
 
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
+from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 
+from luigi_tasks import config
 from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, ZONES, Dataset, table_name
 from luigi_tasks.errors import DataError, PipelineError
+
+log = logging.getLogger(__name__)
 
 _BQ_TYPES = {CODE: "INT64", AMOUNT: "FLOAT64", TIME: "DATETIME", TEXT: "STRING"}
 
 
-def client(project: str, location: str) -> bigquery.Client:
+class Client(bigquery.Client):
+    """The official client, plus `calls`: the timeout and retry every request of this module is made with.
+
+    The library's own defaults retry for up to 600 s with no timeout on a request, so a hung endpoint
+    would hold a worker for ever; `job_retry` re-runs idempotent queries whose job failed transiently.
+    """
+
+    def __init__(self, *, timeout: float, retry_seconds: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.calls = {"timeout": timeout, "retry": DEFAULT_RETRY.with_timeout(retry_seconds)}
+        self.job_retry = DEFAULT_JOB_RETRY.with_timeout(retry_seconds)
+
+
+def client(settings: config.gcp) -> Client:
     """The official client; anonymous against the emulator (BIGQUERY_EMULATOR_HOST), ADC otherwise."""
+    patience = {"timeout": settings.timeout, "retry_seconds": settings.retry_seconds}
     emulator = os.environ.get("BIGQUERY_EMULATOR_HOST")
     if emulator:
         endpoint = emulator if "://" in emulator else f"http://{emulator}"
-        return bigquery.Client(
-            project=project, credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
-        )
-    return bigquery.Client(project=project or None, location=location or None)
+        return Client(project=settings.project, credentials=AnonymousCredentials(),
+                      client_options={"api_endpoint": endpoint}, **patience)  # fmt: skip
+    return Client(project=settings.project or None, location=settings.location or None, **patience)
+
+
+def describe(exc: gexc.GoogleAPIError) -> str:
+    return exc.message if isinstance(exc, gexc.GoogleAPICallError) else str(exc)
 
 
 def schema(dataset: Dataset, with_lineage: bool) -> list[bigquery.SchemaField]:
@@ -42,24 +66,24 @@ def schema(dataset: Dataset, with_lineage: bool) -> list[bigquery.SchemaField]:
     return fields
 
 
-def _table_id(bq: bigquery.Client, bq_dataset: str, table: str) -> str:
+def _table_id(bq: Client, bq_dataset: str, table: str) -> str:
     return f"{bq.project}.{bq_dataset}.{table}"
 
 
-def check_dataset(bq: bigquery.Client, bq_dataset: str) -> None:
+def check_dataset(bq: Client, bq_dataset: str) -> None:
     try:
-        bq.get_dataset(f"{bq.project}.{bq_dataset}")
+        bq.get_dataset(f"{bq.project}.{bq_dataset}", **bq.calls)
     except gexc.NotFound:
         raise PipelineError(f"BigQuery dataset {bq.project}.{bq_dataset} does not exist: create it first") from None
 
 
-def ensure_table(bq: bigquery.Client, bq_dataset: str, dataset: Dataset) -> str:
+def ensure_table(bq: Client, bq_dataset: str, dataset: Dataset) -> str:
     """Create the service's table on first use; an existing one must match the catalogue exactly."""
     table_id = _table_id(bq, bq_dataset, table_name(dataset))
     monthly = dataset is not ZONES
     expected = [(f.name, f.field_type) for f in schema(dataset, with_lineage=monthly)]
     try:
-        existing = bq.get_table(table_id)
+        existing = bq.get_table(table_id, **bq.calls)
     except gexc.NotFound:
         table = bigquery.Table(table_id, schema=schema(dataset, with_lineage=monthly))
         if monthly:
@@ -67,7 +91,7 @@ def ensure_table(bq: bigquery.Client, bq_dataset: str, dataset: Dataset) -> str:
                 type_=bigquery.TimePartitioningType.MONTH, field=LINEAGE_COLUMN
             )
             table.clustering_fields = [dataset.pickup_column, "PULocationID"]
-        bq.create_table(table, exists_ok=True)
+        bq.create_table(table, exists_ok=True, **bq.calls)
         return table_id
     found = [(f.name, f.field_type) for f in existing.schema]
     if found != expected:
@@ -84,22 +108,34 @@ def ensure_table(bq: bigquery.Client, bq_dataset: str, dataset: Dataset) -> str:
     return table_id
 
 
-def _run(bq: bigquery.Client, start, job_id: str):
+def _run(bq: Client, start, job_id: str):
     """Start a job under a known id; if the request is retried and the job exists, wait for that job."""
     try:
         job = start(job_id)
     except gexc.Conflict:
-        job = bq.get_job(job_id)
+        job = bq.get_job(job_id, **bq.calls)
     try:
-        return job.result()
+        return job.result(retry=bq.calls["retry"])
     except gexc.GoogleAPICallError as exc:
         raise PipelineError(f"BigQuery job {job_id}: {exc.message}") from None
 
 
-def load_month(
-    bq: bigquery.Client, uri: str, *, bq_dataset: str, dataset: Dataset, month: dt.date, expected_rows: int
-) -> int:
+@contextlib.contextmanager
+def api_errors(what: str) -> Iterator[None]:
+    """The client's errors, retries given up included, as one line saying what was being done."""
+    try:
+        yield
+    except gexc.GoogleAPIError as exc:
+        raise PipelineError(f"BigQuery, {what}: {describe(exc)}") from None
+
+
+def load_month(bq: Client, uri: str, *, bq_dataset: str, dataset: Dataset, month: dt.date, expected_rows: int) -> int:
     """Replace one month of the service's table with the Parquet at `uri`; returns the month's rows."""
+    with api_errors(f"loading {dataset.name} {month:%Y-%m} into {bq.project}.{bq_dataset}"):
+        return _replace_month(bq, uri, bq_dataset, dataset, month, expected_rows)
+
+
+def _replace_month(bq: Client, uri: str, bq_dataset: str, dataset: Dataset, month: dt.date, expected_rows: int) -> int:
     check_dataset(bq, bq_dataset)
     table_id = ensure_table(bq, bq_dataset, dataset)
     _drop_stale_staging(bq, bq_dataset, f"_staging_{table_name(dataset)}_{month:%Y%m}_")
@@ -110,13 +146,13 @@ def load_month(
     # leaves nothing behind for long (and the next load of the month drops it at once).
     staging_table = bigquery.Table(staging, schema=schema(dataset, with_lineage=False))
     staging_table.expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
-    bq.create_table(staging_table)
+    bq.create_table(staging_table, **bq.calls)
     load_config = bigquery.LoadJobConfig(
         source_format=bigquery.SourceFormat.PARQUET,
         schema=schema(dataset, with_lineage=False),
         write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
     )
-    _run(bq, lambda job_id: bq.load_table_from_uri(uri, staging, job_config=load_config, job_id=job_id),
+    _run(bq, lambda job_id: bq.load_table_from_uri(uri, staging, job_config=load_config, job_id=job_id, **bq.calls),
          f"{job_prefix}_load")  # fmt: skip
     try:
         columns = ", ".join(f"`{c.name}`" for c in dataset.columns)
@@ -129,9 +165,9 @@ def load_month(
             COMMIT TRANSACTION;
         """
         # job_retry=None: a failed job is not retried under the same id (the attempt's id would clash).
-        _run(bq, lambda job_id: bq.query(script, job_id=job_id, job_retry=None), f"{job_prefix}_replace")
+        _run(bq, lambda job_id: bq.query(script, job_id=job_id, job_retry=None, **bq.calls), f"{job_prefix}_replace")
     finally:
-        bq.delete_table(staging, not_found_ok=True)
+        _drop_staging(bq, staging)
     rows = month_counts(bq, bq_dataset, dataset).get(month, 0)
     if rows != expected_rows:
         raise PipelineError(
@@ -140,25 +176,39 @@ def load_month(
     return rows
 
 
-def _drop_stale_staging(bq: bigquery.Client, bq_dataset: str, prefix: str) -> None:
+def _drop_staging(bq: Client, staging: str) -> None:
+    try:
+        bq.delete_table(staging, not_found_ok=True, **bq.calls)
+    except gexc.GoogleAPIError as exc:  # it expires by itself, and the month's next load drops it
+        log.warning("could not drop the staging table %s: %s", staging, describe(exc))
+
+
+def _drop_stale_staging(bq: Client, bq_dataset: str, prefix: str) -> None:
     """Staging tables of this month left by a killed attempt (luigi runs one attempt of a month at a time)."""
-    for table in bq.list_tables(f"{bq.project}.{bq_dataset}"):
+    for table in bq.list_tables(f"{bq.project}.{bq_dataset}", **bq.calls):
         if table.table_id.startswith(prefix):
-            bq.delete_table(table, not_found_ok=True)
+            bq.delete_table(table, not_found_ok=True, **bq.calls)
 
 
-def month_counts(bq: bigquery.Client, bq_dataset: str, dataset: Dataset) -> dict[dt.date, int]:
+def month_counts(bq: Client, bq_dataset: str, dataset: Dataset) -> dict[dt.date, int]:
     """Rows per source_month of the service's table, in one query (empty if the table does not exist)."""
     table_id = _table_id(bq, bq_dataset, table_name(dataset))
-    try:
-        result = bq.query(f"SELECT {LINEAGE_COLUMN}, COUNT(*) AS n FROM `{table_id}` GROUP BY 1").result()
-    except (gexc.NotFound, gexc.BadRequest):
-        return {}  # no table, or not ours (no source_month): nothing is done; a load explains the conflict
-    return {row[0]: row[1] for row in result}
+    sql = f"SELECT {LINEAGE_COLUMN}, COUNT(*) AS n FROM `{table_id}` GROUP BY 1"
+    with api_errors(f"counting the months of {table_id}"):
+        try:
+            result = bq.query(sql, job_retry=bq.job_retry, **bq.calls).result(retry=bq.calls["retry"])
+            return {row[0]: row[1] for row in result}
+        except (gexc.NotFound, gexc.BadRequest):
+            return {}  # no table, or not ours (no source_month): nothing is done; a load explains the conflict
 
 
-def load_zones(bq: bigquery.Client, uri: str, *, bq_dataset: str) -> int:
+def load_zones(bq: Client, uri: str, *, bq_dataset: str) -> int:
     """Replace the zones table with the lookup: one load job with WRITE_TRUNCATE is atomic."""
+    with api_errors(f"loading the zone lookup into {bq.project}.{bq_dataset}"):
+        return _replace_zones(bq, uri, bq_dataset)
+
+
+def _replace_zones(bq: Client, uri: str, bq_dataset: str) -> int:
     check_dataset(bq, bq_dataset)
     table_id = ensure_table(bq, bq_dataset, ZONES)
     config = bigquery.LoadJobConfig(
@@ -167,26 +217,28 @@ def load_zones(bq: bigquery.Client, uri: str, *, bq_dataset: str) -> int:
         write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
     )
     job_id = f"luigi_tasks_zones_{secrets.token_hex(4)}"
-    _run(bq, lambda jid: bq.load_table_from_uri(uri, table_id, job_config=config, job_id=jid), job_id)
-    return bq.get_table(table_id).num_rows
+    _run(bq, lambda jid: bq.load_table_from_uri(uri, table_id, job_config=config, job_id=jid, **bq.calls), job_id)
+    return bq.get_table(table_id, **bq.calls).num_rows
 
 
-def table_exists(bq: bigquery.Client, table) -> bool:
+def table_exists(bq: Client, table) -> bool:
     try:
-        bq.get_table(table)
+        bq.get_table(table, **bq.calls)
     except gexc.NotFound:
         return False
     return True
 
 
-def zones_rows(bq: bigquery.Client, bq_dataset: str) -> int:
-    try:
-        return bq.get_table(_table_id(bq, bq_dataset, "zones")).num_rows or 0
-    except gexc.NotFound:
-        return 0
+def zones_rows(bq: Client, bq_dataset: str) -> int:
+    table_id = _table_id(bq, bq_dataset, "zones")
+    with api_errors(f"reading {table_id}"):
+        try:
+            return bq.get_table(table_id, **bq.calls).num_rows or 0
+        except gexc.NotFound:
+            return 0
 
 
-def external_table(bq: bigquery.Client, bq_dataset: str, dataset: Dataset, source_uri: str) -> bigquery.Table:
+def external_table(bq: Client, bq_dataset: str, dataset: Dataset, source_uri: str) -> bigquery.Table:
     """The definition of an external table over every month of a service in the lake bucket.
 
     The schema is the catalogue's, never autodetected: every month was written with it, so the table

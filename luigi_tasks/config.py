@@ -103,6 +103,11 @@ class gcp(luigi.Config):  # noqa: N801
     prefix = luigi.Parameter(default="raw", description="Object prefix: gs://{bucket}/{prefix}/{service}/{year}/...")
     dataset = luigi.Parameter(default="trips_data_all", description="BigQuery dataset (it must exist)")
     location = luigi.Parameter(default="US", description="BigQuery location of the jobs")
+    timeout = luigi.FloatParameter(default=60.0, description="Seconds one GCS or BigQuery request may take")
+    retry_seconds = luigi.FloatParameter(
+        default=300.0,
+        description="Seconds to keep retrying transient GCS and BigQuery errors (5xx, 429, lost connections)",
+    )
 
 
 class s3(luigi.Config):  # noqa: N801

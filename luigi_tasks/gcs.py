@@ -8,7 +8,9 @@ reached through STORAGE_EMULATOR_HOST, which the official client reads itself.
 from __future__ import annotations
 
 import base64
+import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +19,16 @@ import google_crc32c
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
 
+from luigi_tasks import config
+from luigi_tasks.download import redact_url
 from luigi_tasks.errors import PipelineError
 
 CHUNK_BYTES = 8 << 20  # resumable uploads in 8 MiB chunks: a retry resends one chunk, not the file
+UPLOAD_SESSIONS = 2  # a resumable session the server lost (404/410) is started again once
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -39,47 +47,80 @@ def fingerprint(path: Path) -> Fingerprint:
     return Fingerprint(size=path.stat().st_size, crc32c=base64.b64encode(checksum.digest()).decode())
 
 
-def client(project: str) -> storage.Client:
+class Client(storage.Client):
+    """The official client, plus `calls`: the timeout and retry every request of this module is made with."""
+
+    def __init__(self, *, timeout: float, retry_seconds: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.calls = {"timeout": timeout, "retry": DEFAULT_RETRY.with_timeout(retry_seconds)}
+
+
+def client(settings: config.gcp) -> Client:
     """The official client; anonymous against the emulator, application default credentials otherwise."""
+    patience = {"timeout": settings.timeout, "retry_seconds": settings.retry_seconds}
     if os.environ.get("STORAGE_EMULATOR_HOST"):
-        return storage.Client(project=project or "emulator", credentials=AnonymousCredentials())
-    return storage.Client(project=project or None)
+        return Client(project=settings.project or "emulator", credentials=AnonymousCredentials(), **patience)
+    return Client(project=settings.project or None, **patience)
 
 
-def bucket_or_error(gcs: storage.Client, name: str) -> storage.Bucket:
+def describe(exc: gexc.GoogleAPIError) -> str:
+    """The client's error without URLs' query strings: a resumable upload's session id is a credential."""
+    text = exc.message if isinstance(exc, gexc.GoogleAPICallError) else str(exc)
+    return re.sub(r"https?://\S+", lambda url: redact_url(url.group(0).rstrip(":,)'\"")), text)
+
+
+def bucket_or_error(gcs: Client, name: str) -> storage.Bucket:
     try:
-        bucket = gcs.lookup_bucket(name)
-    except gexc.GoogleAPICallError as exc:
-        raise PipelineError(f"GCS bucket {name}: {exc.message}") from None
+        bucket = gcs.lookup_bucket(name, **gcs.calls)
+    except gexc.GoogleAPIError as exc:
+        raise PipelineError(f"GCS bucket {name}: {describe(exc)}") from None
     if bucket is None:
         raise PipelineError(f"GCS bucket {name} does not exist (or this account cannot see it): create it first")
     return bucket
 
 
-def stored_fingerprints(gcs: storage.Client, bucket: str, prefix: str) -> dict[str, Fingerprint]:
+def stored_fingerprints(gcs: Client, bucket: str, prefix: str) -> dict[str, Fingerprint]:
     """Every object under a prefix with its size and crc32c: one listing (paged by the client)."""
-    return {
-        blob.name: Fingerprint(size=blob.size, crc32c=blob.crc32c)
-        for blob in gcs.list_blobs(bucket_or_error(gcs, bucket), prefix=prefix)
-    }
+    try:
+        return {
+            blob.name: Fingerprint(size=blob.size, crc32c=blob.crc32c)
+            for blob in gcs.list_blobs(bucket_or_error(gcs, bucket), prefix=prefix, **gcs.calls)
+        }
+    except gexc.GoogleAPIError as exc:
+        raise PipelineError(f"listing gs://{bucket}/{prefix}: {describe(exc)}") from None
 
 
-def upload_file(gcs: storage.Client, path: Path, bucket: str, name: str, *, progress: Progress | None = None) -> bool:
+def get_blob(gcs: Client, bucket: str, name: str) -> storage.Blob | None:
+    try:
+        return bucket_or_error(gcs, bucket).get_blob(name, **gcs.calls)
+    except gexc.GoogleAPIError as exc:
+        raise PipelineError(f"reading gs://{bucket}/{name}: {describe(exc)}") from None
+
+
+def upload_file(gcs: Client, path: Path, bucket: str, name: str, *, progress: Progress | None = None) -> bool:
     """Put `path` at gs://bucket/name unless it already holds the same bytes; returns True if it uploaded."""
     local = fingerprint(path)
-    target = bucket_or_error(gcs, bucket)
-    existing = target.get_blob(name)
+    existing = get_blob(gcs, bucket, name)
     if existing is not None and Fingerprint(existing.size, existing.crc32c) == local:
         return False
-    blob = target.blob(name, chunk_size=CHUNK_BYTES)
     if progress:
         progress(0, local.size)
-    try:
-        # The client checks the crc32c of what it sent against what GCS computed, and fails if they differ.
-        blob.upload_from_filename(str(path), checksum="crc32c", content_type="application/vnd.apache.parquet")
-    except gexc.GoogleAPICallError as exc:
-        raise PipelineError(f"uploading {path} to gs://{bucket}/{name}: {exc.message}") from None
-    blob.reload()
+    blob = bucket_or_error(gcs, bucket).blob(name, chunk_size=CHUNK_BYTES)
+    for session in range(1, UPLOAD_SESSIONS + 1):
+        try:
+            # The client checks the crc32c of what it sent against what GCS computed, and fails if they differ.
+            blob.upload_from_filename(
+                str(path), checksum="crc32c", content_type="application/vnd.apache.parquet", **gcs.calls
+            )
+            break
+        except gexc.GoogleAPIError as exc:
+            # NotFound/Gone once the bucket is known to exist: the server lost the upload session.
+            if not isinstance(exc, (gexc.NotFound, gexc.Gone)) or session == UPLOAD_SESSIONS:
+                raise PipelineError(f"uploading {path} to gs://{bucket}/{name}: {describe(exc)}") from None
+            log.warning("gs://%s/%s: the server lost the upload session; uploading again", bucket, name)
+    blob = get_blob(gcs, bucket, name)
+    if blob is None:
+        raise PipelineError(f"gs://{bucket}/{name} is missing right after its upload")
     if Fingerprint(blob.size, blob.crc32c) != local:
         raise PipelineError(
             f"gs://{bucket}/{name} holds {blob.size:,} bytes with crc32c {blob.crc32c} after the upload; "

@@ -17,6 +17,7 @@ import boto3
 import google_crc32c
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
+from google.api_core import exceptions as gexc
 
 from luigi_tasks.errors import PipelineError
 
@@ -122,8 +123,7 @@ def copy_to_gcs(s3, gcs_client, s3_bucket: str, key: str, gcs_bucket: str, name:
     except (ClientError, BotoCoreError) as exc:
         raise _error("reading", s3_bucket, key, exc) from None
     etag = head["ETag"].strip('"')
-    target = gcs.bucket_or_error(gcs_client, gcs_bucket)
-    existing = target.get_blob(name)
+    existing = gcs.get_blob(gcs_client, gcs_bucket, name)
     if (
         existing is not None
         and existing.size == head["ContentLength"]
@@ -132,10 +132,15 @@ def copy_to_gcs(s3, gcs_client, s3_bucket: str, key: str, gcs_bucket: str, name:
         return False
     body = s3.get_object(Bucket=s3_bucket, Key=key, IfMatch=head["ETag"])["Body"]
     stream = _Checksummed(body)
-    blob = target.blob(name, chunk_size=gcs.CHUNK_BYTES)
+    blob = gcs.bucket_or_error(gcs_client, gcs_bucket).blob(name, chunk_size=gcs.CHUNK_BYTES)
     blob.metadata = {"s3-etag": etag, "s3-source": f"s3://{s3_bucket}/{key}"}
-    blob.upload_from_file(stream, size=head["ContentLength"], checksum="crc32c")
-    blob.reload()
+    try:
+        blob.upload_from_file(stream, size=head["ContentLength"], checksum="crc32c", **gcs_client.calls)
+        blob.reload(**gcs_client.calls)
+    except gexc.GoogleAPIError as exc:
+        raise PipelineError(
+            f"copying s3://{s3_bucket}/{key} to gs://{gcs_bucket}/{name}: {gcs.describe(exc)}"
+        ) from None
     if blob.size != stream.size or blob.crc32c != stream.crc32c_b64 or stream.size != head["ContentLength"]:
         raise PipelineError(
             f"gs://{gcs_bucket}/{name} does not match s3://{s3_bucket}/{key} after the copy "

@@ -154,9 +154,10 @@ class FakeGcsServer(ProcessEmulator):
 
     name = "fake-gcs-server"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, external_url: str | None = None) -> None:
         super().__init__(workdir)
         self.root = workdir / "storage"
+        self.external_url = external_url  # where clients reach it, if not directly (e.g. through a proxy)
 
     def command(self) -> list[str]:
         return [
@@ -166,7 +167,7 @@ class FakeGcsServer(ProcessEmulator):
             "-port", str(self.port),
             "-backend", "filesystem",
             "-filesystem-root", str(self.root),
-            "-external-url", self.url,  # the Location of resumable uploads
+            "-external-url", self.external_url or self.url,  # the Location of resumable uploads
             "-log-level", "warn",
         ]  # fmt: skip
 

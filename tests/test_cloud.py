@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from google.cloud import bigquery as bq
 
-from luigi_tasks import Backfill, IngestMonth, LoadToBigQuery, UploadToGCS
+from luigi_tasks import Backfill, IngestMonth, LoadToBigQuery, UploadToGCS, config
 from luigi_tasks import bigquery as bq_work
 from luigi_tasks.catalog import YELLOW
 from luigi_tasks.errors import DataError, PipelineError
@@ -101,7 +101,7 @@ def test_load_month_twice_counts_once_and_reload_leaves_the_other(cloud, server,
     )
     before = query(bigquery_client, august)
     bq_work.load_month(
-        bq_work.client("test-project", "US"),
+        bq_work.client(config.gcp()),
         UploadToGCS(service="yellow", month=month("2020-07")).output().uri,
         bq_dataset=bigquery_dataset,
         dataset=YELLOW,
@@ -263,10 +263,11 @@ def test_external_table_definition_has_the_catalogue_schema(cloud, bigquery_clie
     assert task.complete()
 
 
-def test_a_retried_job_request_reuses_the_job(cloud, bigquery_client, bigquery_dataset):
+def test_a_retried_job_request_reuses_the_job(cloud, bigquery_dataset):
     # BigQuery refuses a second job under an existing id (409); the retry then waits for that job.
     from luigi_tasks.bigquery import _run
 
+    bigquery_client = bq_work.client(config.gcp())
     started = []
 
     def start(job_id):

@@ -155,9 +155,18 @@ def test_database_restarted_mid_copy_fails_cleanly_then_loads_exactly(tmp_path):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_kill_anywhere_with_every_sink_then_rerun_counts_once(
-    seed, tmp_path, server, pg_dsn, gcs_bucket, bigquery_dataset, bigquery_env, bigquery_client, s3_bucket, s3_env
+    seed,
+    tmp_path,
+    server,
+    pg_dsn,
+    gcs_client,
+    gcs_bucket,
+    bigquery_dataset,
+    bigquery_env,
+    bigquery_client,
+    s3_bucket,
+    s3_env,
 ):
-    from luigi_tasks.gcs import client as gcs_client
     from luigi_tasks.gcs import fingerprint
     from luigi_tasks.s3 import client as s3_client
     from luigi_tasks.s3 import expected_etag
@@ -182,7 +191,7 @@ def test_kill_anywhere_with_every_sink_then_rerun_counts_once(
     final = _backfill(config, sinks="lake,postgres,gcs,bigquery,s3")
     assert final.wait(timeout=300) == 0
     _check_whole(lake, pg_dsn)
-    objects = {b.name: b for b in gcs_client("test-project").list_blobs(gcs_bucket)}
+    objects = {b.name: b for b in gcs_client.list_blobs(gcs_bucket)}
     s3_objects = {o["Key"]: o for o in s3_client().list_objects_v2(Bucket=s3_bucket)["Contents"]}
     for service in SERVICES:
         rows = bigquery_client.query(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import luigi
 
+from luigi_tasks import config
 from luigi_tasks.catalog import Dataset
 from luigi_tasks.lazy import lazy_module
 
@@ -19,8 +20,8 @@ s3 = lazy_module("luigi_tasks.s3")
 class GCSObjectTarget(luigi.Target):
     """Exists when gs://bucket/name holds the same bytes as `local` (size and crc32c)."""
 
-    def __init__(self, gcp_project: str, bucket: str, name: str, local: Path) -> None:
-        self.project, self.bucket, self.name, self.local = gcp_project, bucket, name, local
+    def __init__(self, bucket: str, name: str, local: Path) -> None:
+        self.bucket, self.name, self.local = bucket, name, local
 
     @property
     def uri(self) -> str:
@@ -29,22 +30,20 @@ class GCSObjectTarget(luigi.Target):
     def exists(self) -> bool:
         if not self.local.exists():
             return False
-        blob = gcs.bucket_or_error(gcs.client(self.project), self.bucket).get_blob(self.name)
+        blob = gcs.get_blob(gcs.client(config.gcp()), self.bucket, self.name)
         return blob is not None and gcs.Fingerprint(blob.size, blob.crc32c) == gcs.fingerprint(self.local)
 
 
 class BigQueryMonthTarget(luigi.Target):
     """Exists when the service's table holds `expected_rows` rows for the month."""
 
-    def __init__(self, gcp_project: str, location: str, bq_dataset: str, dataset: Dataset, month: dt.date,
-                 expected_rows: int | None) -> None:  # fmt: skip
-        self.project, self.location, self.bq_dataset = gcp_project, location, bq_dataset
-        self.dataset, self.month, self.expected_rows = dataset, month, expected_rows
+    def __init__(self, bq_dataset: str, dataset: Dataset, month: dt.date, expected_rows: int | None) -> None:
+        self.bq_dataset, self.dataset, self.month, self.expected_rows = bq_dataset, dataset, month, expected_rows
 
     def exists(self) -> bool:
         if self.expected_rows is None:
             return False
-        bq = bigquery.client(self.project, self.location)
+        bq = bigquery.client(config.gcp())
         return bigquery.month_counts(bq, self.bq_dataset, self.dataset).get(self.month) == self.expected_rows
 
 
@@ -64,11 +63,11 @@ class S3ObjectTarget(luigi.Target):
 class CopiedFromS3Target(luigi.Target):
     """Exists when gs://bucket/name was copied from the current version (ETag) of s3://s3_bucket/key."""
 
-    def __init__(self, gcp_project: str, bucket: str, name: str, s3_bucket: str, key: str) -> None:
-        self.project, self.bucket, self.name, self.s3_bucket, self.key = gcp_project, bucket, name, s3_bucket, key
+    def __init__(self, bucket: str, name: str, s3_bucket: str, key: str) -> None:
+        self.bucket, self.name, self.s3_bucket, self.key = bucket, name, s3_bucket, key
 
     def exists(self) -> bool:
-        blob = gcs.bucket_or_error(gcs.client(self.project), self.bucket).get_blob(self.name)
+        blob = gcs.get_blob(gcs.client(config.gcp()), self.bucket, self.name)
         if blob is None:
             return False
         head = s3.client().head_object(Bucket=self.s3_bucket, Key=self.key)

@@ -44,14 +44,13 @@ def object_name(local: Path) -> str:
 
 
 def _object_target(local: Path) -> GCSObjectTarget:
-    settings = config.gcp()
-    return GCSObjectTarget(settings.project, settings.bucket, object_name(local), local)
+    return GCSObjectTarget(config.gcp().bucket, object_name(local), local)
 
 
 def _upload(task: PipelineTask) -> None:
     target = task.output()
     uploaded = gcs.upload_file(
-        gcs.client(target.project), target.local, target.bucket, target.name, progress=task.progress_reporter()
+        gcs.client(config.gcp()), target.local, target.bucket, target.name, progress=task.progress_reporter()
     )
     log.info("%s: %s %s", task.task_id, "uploaded to" if uploaded else "already at", target.uri)
 
@@ -92,13 +91,12 @@ class LoadToBigQuery(MonthTask):
         settings = config.gcp()
         local = canonical_path(config.lake().path, self.dataset, self.month)
         expected = read_manifest(local).rows_out if local.exists() else None
-        return BigQueryMonthTarget(settings.project, settings.location, settings.dataset, self.dataset, self.month,
-                                   expected)  # fmt: skip
+        return BigQueryMonthTarget(settings.dataset, self.dataset, self.month, expected)
 
     def run(self) -> None:
         settings = config.gcp()
         self.rows = bigquery.load_month(
-            bigquery.client(settings.project, settings.location),
+            bigquery.client(settings),
             self.input().uri,
             bq_dataset=settings.dataset,
             dataset=self.dataset,
@@ -119,12 +117,12 @@ class LoadZonesToBigQuery(PipelineTask):
         if not local.exists():
             return False
         settings = config.gcp()
-        bq = bigquery.client(settings.project, settings.location)
+        bq = bigquery.client(settings)
         return bigquery.zones_rows(bq, settings.dataset) == read_manifest(local).rows_out
 
     def run(self) -> None:
         settings = config.gcp()
-        bq = bigquery.client(settings.project, settings.location)
+        bq = bigquery.client(settings)
         self.rows = bigquery.load_zones(bq, self.input().uri, bq_dataset=settings.dataset)
 
 
@@ -139,17 +137,17 @@ class BigQueryExternalTable(PipelineTask):
 
     def definition(self):
         settings = config.gcp()
-        bq = bigquery.client(settings.project, settings.location)
+        bq = bigquery.client(settings)
         uri = f"gs://{settings.bucket}/{object_name(config.lake().path / self.service)}/*.parquet"
         return bigquery.external_table(bq, settings.dataset, service(self.service), uri)
 
     def complete(self) -> bool:
         settings = config.gcp()
-        return bigquery.table_exists(bigquery.client(settings.project, settings.location), self.definition().reference)
+        return bigquery.table_exists(bigquery.client(settings), self.definition().reference)
 
     def run(self) -> None:
         settings = config.gcp()
-        bq = bigquery.client(settings.project, settings.location)
+        bq = bigquery.client(settings)
         bigquery.check_dataset(bq, settings.dataset)
         bq.create_table(self.definition(), exists_ok=True)
 
@@ -206,10 +204,10 @@ class TransferS3ToGCS(MonthTask):
 
     def output(self) -> CopiedFromS3Target:
         key, name = self._paths()
-        return CopiedFromS3Target(config.gcp().project, config.gcp().bucket, name, config.s3().bucket, key)
+        return CopiedFromS3Target(config.gcp().bucket, name, config.s3().bucket, key)
 
     def run(self) -> None:
         key, name = self._paths()
-        copied = s3.copy_to_gcs(s3.client(), gcs.client(config.gcp().project), config.s3().bucket, key,
+        copied = s3.copy_to_gcs(s3.client(), gcs.client(config.gcp()), config.s3().bucket, key,
                                 config.gcp().bucket, name)  # fmt: skip
         log.info("%s: %s gs://%s/%s", self.label, "copied to" if copied else "already at", config.gcp().bucket, name)

@@ -94,9 +94,7 @@ class GcsSink:
         settings = config.gcp()
         root = config.lake().path
         locals_ = {month: canonical_path(root, dataset, month) for month in months}
-        stored = gcs.stored_fingerprints(
-            gcs.client(settings.project), settings.bucket, object_name(root / dataset.name)
-        )
+        stored = gcs.stored_fingerprints(gcs.client(settings), settings.bucket, object_name(root / dataset.name))
         return {
             month
             for month, local in locals_.items()
@@ -116,7 +114,7 @@ class BigQuerySink:
     def done_months(self, dataset: Dataset, months: list[dt.date]) -> set[dt.date]:
         """One query counting the rows of every month, compared with the manifests' row counts."""
         settings = config.gcp()
-        counts = bigquery.month_counts(bigquery.client(settings.project, settings.location), settings.dataset, dataset)
+        counts = bigquery.month_counts(bigquery.client(settings), settings.dataset, dataset)
         root = config.lake().path
         done = set()
         for month in months:
