@@ -114,8 +114,8 @@ def upload_file(gcs: Client, path: Path, bucket: str, name: str, *, progress: Pr
             )
             break
         except gexc.GoogleAPIError as exc:
-            # NotFound/Gone once the bucket is known to exist: the server lost the upload session.
-            if not isinstance(exc, (gexc.NotFound, gexc.Gone)) or session == UPLOAD_SESSIONS:
+            # 404 or 410 once the bucket is known to exist: the server lost the upload session.
+            if getattr(exc, "code", None) not in (404, 410) or session == UPLOAD_SESSIONS:
                 raise PipelineError(f"uploading {path} to gs://{bucket}/{name}: {describe(exc)}") from None
             log.warning("gs://%s/%s: the server lost the upload session; uploading again", bucket, name)
     blob = get_blob(gcs, bucket, name)

@@ -1,14 +1,18 @@
 """An HTTP proxy on 127.0.0.1 in front of an emulator that injects faults into chosen requests.
 
 The official clients talk to the proxy as if it were the service; every request is forwarded to the
-emulator unless a fault matches it. A fault matches by method and a regular expression searched in the
-path (with its query), fires `times` times, and can first run a callable (e.g. stop and start the
-emulator). Its action is one of:
+emulator unless a fault matches it. A fault matches by method and regular expressions searched in the
+path (with its query) and, optionally, the body; it fires `times` times, and can first run a callable
+(e.g. stop and start the emulator). Its action is one of:
 
 - `fail`: answer `status` with a JSON error body in Google's shape; the emulator never sees the request.
 - `lose_response`: forward the request, then answer `status` instead of the emulator's response (the work
   was done, the client cannot know).
 - `cut`: read the request and close the connection without an answer (the connection died mid-request).
+
+With `unique_jobs`, the proxy also keeps a rule of real BigQuery that bqemulator does not: a job id is
+used once; inserting a job under an id already created answers 409 `duplicate` (bqemulator would run
+the job again).
 """
 
 from __future__ import annotations
@@ -36,17 +40,25 @@ class Fault:
     status: int = 503
     times: int = 1
     before: Callable[[], None] | None = None
+    body: str | None = None
     hits: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
-        return self.hits < self.times and method == self.method and re.search(self.path, path) is not None
+    def matches(self, method: str, path: str, body: bytes) -> bool:
+        return (
+            self.hits < self.times
+            and method == self.method
+            and re.search(self.path, path) is not None
+            and (self.body is None or re.search(self.body.encode(), body) is not None)
+        )
 
 
 class FaultProxy:
     """A reverse proxy to `upstream` (http://host:port); `inject` adds a fault, `seen` lists what passed."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, unique_jobs: bool = False) -> None:
         parts = urlsplit(upstream)
+        self.unique_jobs = unique_jobs
+        self.job_ids: set[str] = set()
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.faults: list[Fault] = []
         self.seen: list[tuple[str, str, str]] = []  # (method, path, what the proxy did)
@@ -68,10 +80,11 @@ class FaultProxy:
         status: int = 503,
         times: int = 1,
         before: Callable[[], None] | None = None,
+        body: str | None = None,
     ) -> Fault:
         if action not in ACTIONS:
             raise ValueError(f"unknown fault action {action!r}")
-        fault = Fault(method, path, action, status, times, before)
+        fault = Fault(method, path, action, status, times, before, body)
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -83,13 +96,19 @@ class FaultProxy:
     def fired(self, action: str | None = None) -> list[tuple[str, str, str]]:
         return [entry for entry in self.seen if entry[2] != "forwarded" and action in (None, entry[2])]
 
-    def _fault_for(self, method: str, path: str) -> Fault | None:
+    def _fault_for(self, method: str, path: str, body: bytes) -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path, body):
                     fault.hits += 1
                     return fault
         return None
+
+    def _new_job_id(self, method: str, path: str, body: bytes) -> str | None:
+        """The job id of a BigQuery jobs.insert, when job ids are kept unique."""
+        if not (self.unique_jobs and method == "POST" and re.search(r"/projects/[^/]+/jobs(\?|$)", path)):
+            return None
+        return json.loads(body or b"{}").get("jobReference", {}).get("jobId")
 
     def _forward(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes):
         connection = http.client.HTTPConnection(*self.upstream, timeout=120)
@@ -136,14 +155,14 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _error(self, status: int) -> None:
-                message = f"fault injected by the test proxy (HTTP {status})"
-                error = {"code": status, "message": message, "errors": [{"reason": "backendError", "message": message}]}
+            def _error(self, status: int, message: str = "", reason: str = "backendError") -> None:
+                message = message or f"fault injected by the test proxy (HTTP {status})"
+                error = {"code": status, "message": message, "errors": [{"reason": reason, "message": message}]}
                 self._reply(status, [("Content-Type", "application/json")], json.dumps({"error": error}).encode())
 
             def _handle(self) -> None:
                 body = self._body()
-                fault = proxy._fault_for(self.command, self.path)
+                fault = proxy._fault_for(self.command, self.path, body)
                 if fault is not None and fault.before is not None:
                     fault.before()
                 action = fault.action if fault else "forwarded"
@@ -155,11 +174,18 @@ class FaultProxy:
                 if action == "fail":
                     self._error(fault.status)
                     return
+                job_id = proxy._new_job_id(self.command, self.path, body)
+                if job_id is not None and job_id in proxy.job_ids:
+                    proxy.seen[-1] = (self.command, self.path, "duplicate")
+                    self._error(409, f"Already Exists: Job {job_id}", "duplicate")
+                    return
                 try:
                     status, headers, answer = proxy._forward(self.command, self.path, list(self.headers.items()), body)
                 except OSError:  # the emulator is down: so is the connection, as the client sees it
                     self.close_connection = True
                     return
+                if job_id is not None and status == 200:
+                    proxy.job_ids.add(job_id)
                 if action == "lose_response":
                     self._error(fault.status)
                     return

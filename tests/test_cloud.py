@@ -261,21 +261,3 @@ def test_external_table_definition_has_the_catalogue_schema(cloud, bigquery_clie
     result, failures = run_tasks(task)
     assert failures == {} and result.status == luigi.LuigiStatusCode.SUCCESS
     assert task.complete()
-
-
-def test_a_retried_job_request_reuses_the_job(cloud, bigquery_dataset):
-    # BigQuery refuses a second job under an existing id (409); the retry then waits for that job.
-    from luigi_tasks.bigquery import _run
-
-    bigquery_client = bq_work.client(config.gcp())
-    started = []
-
-    def start(job_id):
-        started.append(job_id)
-        return bigquery_client.query("SELECT 1", job_id=job_id, job_retry=None)
-
-    job_id = "luigi_tasks_test_" + bigquery_dataset
-    assert [tuple(r.values()) for r in _run(bigquery_client, start, job_id)] == [(1,)]
-    assert [tuple(r.values()) for r in _run(bigquery_client, start, job_id)] == [(1,)]
-    assert started == [job_id, job_id]
-    assert len([j for j in bigquery_client.list_jobs() if j.job_id == job_id]) == 1
