@@ -106,7 +106,7 @@ class Backfill(PipelineTask, luigi.WrapperTask):
                 for m in published
                 if m not in plan.done[name]
             }
-        plan.zones_missing = [sink for sink in self.sinks if not SINKS[sink].zones_task().complete()]
+        plan.zones_missing = [sink for sink in self.sinks if not SINKS[sink].zones_task().is_complete()]
         self._plan = plan
         return plan
 
@@ -124,7 +124,7 @@ class Backfill(PipelineTask, luigi.WrapperTask):
             tasks += [IngestMonth(service=name, month=month, sinks=self.sinks) for month in missing]
         return tasks
 
-    def complete(self) -> bool:
+    def is_complete(self) -> bool:
         if self.dry_run:
             return False  # a dry run always runs: it prints the plan
         plan = self.plan()

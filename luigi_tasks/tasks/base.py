@@ -50,11 +50,26 @@ class CommaListParameter(luigi.Parameter):
 class PipelineTask(luigi.Task):
     """Base of every task: a failure we explain is reported as its message, not a traceback.
 
-    Every run is recorded in the run history; a failure is also posted to [notify] webhook_url.
-    A task that writes rows sets `self.rows`, which the history keeps.
+    Every run is recorded in the run history; a failure is also posted to [notify] webhook_url, and so is
+    a failure to tell whether the task is done (a sink unreachable), which luigi itself only logs.
+    A task that writes rows sets `self.rows`, which the history keeps. Subclasses override `is_complete`.
     """
 
     rows: int | None = None
+
+    def complete(self) -> bool:
+        try:
+            return self.is_complete()
+        except Exception as exc:
+            # A wrapper's check asks its requirements' checks: the one that failed reports, once.
+            if not getattr(exc, "luigi_tasks_reported", False):
+                exc.luigi_tasks_reported = True
+                _report_failure(self, f"cannot tell whether it is done: {failure_message(exc)}")
+            raise
+
+    def is_complete(self) -> bool:
+        """Whether the work is done; luigi's answer (every output exists) unless a task knows better."""
+        return super().complete()
 
     def on_failure(self, exception: BaseException) -> str:
         if isinstance(exception, PipelineError):
@@ -141,7 +156,10 @@ def _on_success(task: PipelineTask) -> None:
 
 @PipelineTask.event_handler(luigi.Event.FAILURE)
 def _on_failure(task: PipelineTask, exception: BaseException) -> None:
-    message = failure_message(exception)
+    _report_failure(task, failure_message(exception))
+
+
+def _report_failure(task: PipelineTask, message: str) -> None:
     _record(task, "FAILED", message)
     url = config.notify().webhook_url
     if url:

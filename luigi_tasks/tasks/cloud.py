@@ -112,7 +112,7 @@ class LoadZonesToBigQuery(PipelineTask):
     def requires(self) -> UploadZonesToGCS:
         return UploadZonesToGCS()
 
-    def complete(self) -> bool:
+    def is_complete(self) -> bool:
         local = canonical_path(config.lake().path, ZONES, None)
         if not local.exists():
             return False
@@ -141,7 +141,7 @@ class BigQueryExternalTable(PipelineTask):
         uri = f"gs://{settings.bucket}/{object_name(config.lake().path / self.service)}/*.parquet"
         return bigquery.external_table(bq, settings.dataset, service(self.service), uri)
 
-    def complete(self) -> bool:
+    def is_complete(self) -> bool:
         settings = config.gcp()
         return bigquery.table_exists(bigquery.client(settings), self.definition().reference)
 

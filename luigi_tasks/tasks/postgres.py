@@ -40,10 +40,10 @@ class LoadToPostgres(MonthTask):
     def output(self) -> PostgresMarkerTarget:
         return _marker(update_id(self.dataset, self.month))
 
-    def complete(self) -> bool:
+    def is_complete(self) -> bool:
         if self.reload and not self._reloaded:
             return False
-        return super().complete()
+        return super().is_complete()
 
     def run(self) -> None:
         rows = load_month(
