@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from pathlib import Path
 from typing import IO
 
@@ -20,6 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from google.api_core import exceptions as gexc
 
 from luigi_tasks.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 PART_BYTES = 8 << 20
 _TRANSFER = TransferConfig(multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES)
@@ -66,6 +69,18 @@ def stored_etags(s3, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
     return found
 
 
+def abort_unfinished_uploads(s3, bucket: str, key: str) -> int:
+    """Abort multipart uploads of `key` that never completed (a run killed mid-upload leaves one, and S3
+    keeps billing its parts until it is aborted). One task uploads a key at a time, so none is live."""
+    pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key)
+    unfinished = [upload for page in pages for upload in page.get("Uploads", []) if upload["Key"] == key]
+    for upload in unfinished:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+    if unfinished:
+        log.info("s3://%s/%s: aborted %d unfinished multipart upload(s)", bucket, key, len(unfinished))
+    return len(unfinished)
+
+
 def upload_file(s3, path: Path, bucket: str, key: str) -> bool:
     """Put `path` at s3://bucket/key unless it already holds the same bytes; returns True if it uploaded."""
     check_bucket(s3, bucket)
@@ -79,6 +94,7 @@ def upload_file(s3, path: Path, bucket: str, key: str) -> bool:
         if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
             raise _error("reading", bucket, key, exc) from None
     try:
+        abort_unfinished_uploads(s3, bucket, key)
         s3.upload_file(str(path), bucket, key, Config=_TRANSFER)
         head = s3.head_object(Bucket=bucket, Key=key)
     except (ClientError, BotoCoreError) as exc:

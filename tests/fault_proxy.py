@@ -3,8 +3,10 @@
 The official clients talk to the proxy as if it were the service; every request is forwarded to the
 emulator unless a fault matches it. A fault matches by method and regular expressions searched in the
 path (with its query) and, optionally, the body; it fires `times` times, and can first run a callable
-(e.g. stop and start the emulator). Its action is one of:
+(e.g. stop and start the emulator, or hold the request while the test kills the client). Its action is
+one of:
 
+- `forward`: forward the request as usual (after `before` ran).
 - `fail`: answer `status` with a JSON error body in Google's shape; the emulator never sees the request.
 - `lose_response`: forward the request, then answer `status` instead of the emulator's response (the work
   was done, the client cannot know).
@@ -29,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
-ACTIONS = ("fail", "lose_response", "cut")
+ACTIONS = ("forward", "fail", "lose_response", "cut")
 
 
 @dataclass
@@ -152,8 +154,9 @@ class FaultProxy:
                     if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client may be dead
+                    self.end_headers()
+                    self.wfile.write(body)
 
             def _error(self, status: int, message: str = "", reason: str = "backendError") -> None:
                 message = message or f"fault injected by the test proxy (HTTP {status})"
@@ -165,7 +168,7 @@ class FaultProxy:
                 fault = proxy._fault_for(self.command, self.path, body)
                 if fault is not None and fault.before is not None:
                     fault.before()
-                action = fault.action if fault else "forwarded"
+                action = fault.action if fault and fault.action != "forward" else "forwarded"
                 proxy.seen.append((self.command, self.path, action))
                 if action == "cut":
                     self.close_connection = True

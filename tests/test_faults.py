@@ -153,7 +153,7 @@ def test_database_restarted_mid_copy_fails_cleanly_then_loads_exactly(tmp_path):
         cluster.remove()
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", SEEDS)
 def test_kill_anywhere_with_every_sink_then_rerun_counts_once(
     seed,
     tmp_path,
@@ -193,6 +193,7 @@ def test_kill_anywhere_with_every_sink_then_rerun_counts_once(
     _check_whole(lake, pg_dsn)
     objects = {b.name: b for b in gcs_client.list_blobs(gcs_bucket)}
     s3_objects = {o["Key"]: o for o in s3_client().list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert s3_client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
     for service in SERVICES:
         rows = bigquery_client.query(
             f"SELECT CAST(source_month AS STRING), COUNT(*) FROM `{bigquery_dataset}.{service}_tripdata` GROUP BY 1"
@@ -206,3 +207,84 @@ def test_kill_anywhere_with_every_sink_then_rerun_counts_once(
             assert s3_objects[f"raw/{service}/{at[:4]}/{parquet.name}"]["ETag"].strip('"') == expected_etag(parquet)
     # A run killed between a month's commit and its staging table's drop may leave that table; it is not
     # the month's data. Real BigQuery expires it after a day (the emulator does not keep expirations).
+
+
+def _ingest(config: Path, service: str, at: str, sinks: str) -> subprocess.Popen:
+    return subprocess.Popen([str(REPO / "bin/ingest-month"), service, at, "--sinks", sinks], cwd=REPO,
+                            env=command_env(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+
+
+def _wait_for(condition, run: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert run.poll() is None, f"the run ended (code {run.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout:.0f}s"
+        time.sleep(0.002)
+
+
+def test_kill_mid_conversion_leaves_only_a_dead_part_file_then_rerun_converts_exactly(tmp_path, server):
+    from luigi_tasks.catalog import YELLOW
+
+    raw = write_trip_csv(tmp_path / "yellow.csv", YELLOW, month("2020-01"), 800_000, seed=11)
+    serve_csv_month(server, "yellow", "2020-01", raw.read_bytes())
+    serve_zones(server)
+    lake = tmp_path / "lake"
+    config = write_config(tmp_path / "luigi.cfg", pipeline_settings(server, lake))
+    folder = lake / "yellow/2020"
+    final = folder / "yellow_tripdata_2020-01.parquet"
+
+    run = _ingest(config, "yellow", "2020-01", "lake")
+    _wait_for(lambda: any(folder.glob(f".{final.name}.part-*")), run, "Parquet part file")
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not final.exists()  # nothing that looks done
+    assert [p.name.split(".part-")[0] for p in folder.glob(".*.part-*")] == [f".{final.name}"]
+
+    rerun = _ingest(config, "yellow", "2020-01", "lake")
+    assert rerun.wait(timeout=300) == 0
+    assert list(folder.glob(".*")) == []  # the dead writer's part file is gone
+    assert read_manifest(final).rows_out == pq.read_metadata(final).num_rows == 800_000
+
+
+def test_kill_mid_s3_multipart_upload_then_rerun_aborts_it_and_uploads_once(tmp_path, server, s3_client, s3_bucket):
+    import threading
+
+    from luigi_tasks.catalog import YELLOW
+    from luigi_tasks.s3 import PART_BYTES, expected_etag
+    from tests.fault_proxy import FaultProxy
+
+    raw = write_trip_csv(tmp_path / "yellow.csv", YELLOW, month("2020-01"), 400_000, seed=11)
+    serve_csv_month(server, "yellow", "2020-01", raw.read_bytes())
+    serve_zones(server)
+    lake = tmp_path / "lake"
+    key = "raw/yellow/2020/yellow_tripdata_2020-01.parquet"
+    reached, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # a part's request waits here until the run that sent it is dead
+        reached.set()
+        release.wait(timeout=120)
+
+    with FaultProxy(s3_client.meta.endpoint_url) as proxy:
+        proxy.inject("PUT", r"partNumber=", "forward", before=hold)
+        config = write_config(tmp_path / "luigi.cfg", {**pipeline_settings(server, lake), ("s3", "bucket"): s3_bucket})
+        env_endpoint = os.environ["AWS_ENDPOINT_URL"]
+        os.environ["AWS_ENDPOINT_URL"] = proxy.url
+        try:
+            run = _ingest(config, "yellow", "2020-01", "s3")
+        finally:
+            os.environ["AWS_ENDPOINT_URL"] = env_endpoint
+        _wait_for(reached.is_set, run, "multipart upload")
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        release.set()
+    local = lake / "yellow/2020/yellow_tripdata_2020-01.parquet"
+    assert local.stat().st_size > PART_BYTES  # the upload was multipart
+    assert [u["Key"] for u in s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])] == [key]
+    assert "Contents" not in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix=key)  # the upload never completed
+
+    rerun = _ingest(config, "yellow", "2020-01", "s3")
+    assert rerun.wait(timeout=300) == 0
+    assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []  # the dead upload aborted
+    [stored] = s3_client.list_objects_v2(Bucket=s3_bucket, Prefix=key)["Contents"]
+    assert (stored["Key"], stored["ETag"].strip('"')) == (key, expected_etag(local))
