@@ -15,6 +15,7 @@ from luigi_tasks.catalog import FHV, YELLOW
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.postgres import checked_identifier
+from luigi_tasks.synthetic import write_trip_csv
 from luigi_tasks.tasks.cloud import checked_prefix
 from tests.conftest import DATA, files_under, luigi_settings, month
 
@@ -58,6 +59,25 @@ def test_disk_full_while_downloading_leaves_nothing(tmp_path, server):
     assert done.returncode == 3, done.stderr
     assert done.stdout.strip().startswith(f"yellow 2020-07: cannot write {dest}: File too large")
     assert files_under(tmp_path / "raw") == []
+
+
+def test_disk_full_while_converting_names_the_month_and_leaves_nothing(tmp_path):
+    raw = write_trip_csv(tmp_path / "yellow.csv", YELLOW, month("2020-01"), 50_000, seed=1)  # ~1.5 MB of Parquet
+    dest = tmp_path / "lake" / "yellow_tripdata_2020-01.parquet"
+    dest.parent.mkdir()
+    code = (
+        "import resource, signal, sys, datetime as dt; from pathlib import Path; "
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 18, 1 << 18)); "
+        "from luigi_tasks.catalog import YELLOW; from luigi_tasks.convert import to_canonical_parquet; "
+        "from luigi_tasks.errors import PipelineError\n"
+        "try:\n    to_canonical_parquet(Path(sys.argv[1]), Path(sys.argv[2]), dataset=YELLOW, "
+        "month=dt.date(2020, 1, 1), source_url='x')\n"
+        "except PipelineError as e:\n    print(e); sys.exit(3)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, raw, dest], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.strip() == f"yellow 2020-01 ({raw}): cannot write {dest}: File too large"
+    assert files_under(dest.parent) == []
 
 
 @pytest.mark.parametrize("service", ["../etc", "yellow/../../x", "yellow; rm -rf /", "YELLOW"])
