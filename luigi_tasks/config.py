@@ -5,9 +5,12 @@ Each class is one section: `[tlc]` says where the source files are, `[lake]` whe
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import luigi
+
+from luigi_tasks.errors import DataError
 
 COURSE_CSV_URL = (
     "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/{service}/{service}_tripdata_{year}-{month}.csv.gz"
@@ -97,6 +100,21 @@ class notify(luigi.Config):  # noqa: N801
     )
 
 
+# Names that reach URLs, object paths and BigQuery SQL: each service's own naming rule, nothing looser.
+_NAME_RULES = {
+    "project": (re.compile(r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"), "a Google Cloud project"),
+    "gcs_bucket": (re.compile(r"^[a-z0-9][a-z0-9_.-]{1,220}[a-z0-9]$"), "a GCS bucket name"),
+    "dataset": (re.compile(r"^[A-Za-z0-9_]{1,1024}$"), "a BigQuery dataset id (letters, digits, underscores)"),
+    "s3_bucket": (re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"), "an S3 bucket name"),
+}
+
+
+def _check_name(value: str, rule: str, key: str) -> None:
+    pattern, what = _NAME_RULES[rule]
+    if value and (not pattern.match(value) or ".." in value):
+        raise DataError(f"{key} {value!r} is not {what}")
+
+
 class gcp(luigi.Config):  # noqa: N801
     project = luigi.Parameter(default="", description="Google Cloud project; empty: the credentials' default")
     bucket = luigi.Parameter(default="", description="GCS bucket of the lake (it must exist)")
@@ -109,9 +127,19 @@ class gcp(luigi.Config):  # noqa: N801
         description="Seconds to keep retrying transient GCS and BigQuery errors (5xx, 429, lost connections)",
     )
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _check_name(self.project, "project", "[gcp] project")
+        _check_name(self.bucket, "gcs_bucket", "[gcp] bucket")
+        _check_name(self.dataset, "dataset", "[gcp] dataset")
+
 
 class s3(luigi.Config):  # noqa: N801
     bucket = luigi.Parameter(
         default="", description="S3 bucket of the mirror (it must exist); credentials: boto3's chain"
     )
     prefix = luigi.Parameter(default="raw", description="Key prefix: s3://{bucket}/{prefix}/{service}/{year}/...")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _check_name(self.bucket, "s3_bucket", "[s3] bucket")

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from luigi_tasks import IngestMonth, UploadToGCS
+from luigi_tasks import IngestMonth, UploadToGCS, UploadToS3
 from luigi_tasks.catalog import FHV, YELLOW
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.errors import DataError, PipelineError
@@ -105,8 +105,33 @@ def test_object_prefixes_from_config_are_plain(prefix):
     assert checked_prefix("/raw/tlc/", "[gcp] prefix") == "raw/tlc"
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (("gcp", "dataset"), "trips`; DROP TABLE trips.zones; --"),
+        (("gcp", "dataset"), "trips.zones"),
+        (("gcp", "project"), "p`.x.y`; SELECT 1; --"),
+        (("gcp", "project"), "../other"),
+        (("gcp", "bucket"), "../etc"),
+        (("gcp", "bucket"), "bucket/other"),
+        (("gcp", "bucket"), "b..x"),
+        (("s3", "bucket"), "Bucket_With_Upper"),
+        (("s3", "bucket"), "../etc"),
+    ],
+)
+def test_cloud_names_from_config_follow_the_services_rules(key, value, lake, server):
+    from luigi_tasks import config
+
+    section, name = key
+    with luigi_settings({key: value}), pytest.raises(DataError, match=rf"\[{section}\] {name} .* is not an? "):
+        config.gcp() if section == "gcp" else config.s3()
+    task = (UploadToGCS if section == "gcp" else UploadToS3)(service="yellow", month=month("2020-07"))
+    with luigi_settings({key: value}), pytest.raises(DataError):  # the task fails before any request
+        task.output()
+
+
 def test_a_traversing_prefix_fails_the_task_before_anything_is_written(lake, server):
-    settings = luigi_settings({("gcp", "bucket"): "b", ("gcp", "prefix"): "../../etc"})
+    settings = luigi_settings({("gcp", "bucket"): "bucket-b", ("gcp", "prefix"): "../../etc"})
     refused = pytest.raises(PipelineError, match=r"\[gcp\] prefix '../../etc' is not a plain object prefix")
     with settings, refused:
         UploadToGCS(service="yellow", month=month("2020-07")).output()
