@@ -150,7 +150,8 @@ def test_bigquery_errors_are_retried_and_a_lost_job_answer_runs_the_job_once(big
     assert sorted(action for _, _, action in proxy.fired()) == ["duplicate", "fail", "fail", "fail", "lose_response"]
     assert any(method == "GET" and "/jobs/luigi_tasks_" in path for method, path, _ in proxy.seen)  # it awaited it
     assert _month_counts(bq_dataset) == {"2020-01": _manifest_rows(lake, "2020-01")}
-    replaces = [job.job_id for job in bq_work.client(config.gcp()).list_jobs() if job.job_id.endswith("_replace")]
+    jobs = bq_work.client(config.gcp()).list_jobs()  # the emulator's jobs of every test: keep this dataset's
+    replaces = [job.job_id for job in jobs if job.job_id.endswith("_replace") and bq_dataset in job.query]
     assert len(replaces) == 1  # the transaction ran once
     assert _tables(bq_dataset) == ["yellow_tripdata"]  # the staging table is gone
 
