@@ -8,6 +8,7 @@ its manifest are one file, written in one rename.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
@@ -104,45 +105,51 @@ def to_canonical_parquet(
     stats = _PickupStats(dataset.pickup_column, month)
     rows_out = 0
     canonical_batches = (_canonical(batch, dataset, source.plan, where=where) for batch in source.batches())
-    try:
-        with ThreadPoolExecutor(max_workers=1) as hasher, atomic_path(dest) as part:
-            # The checksum runs beside the conversion: hashlib releases the GIL.
-            source_sha256 = hasher.submit(sha256_of, raw)
-            with pq.ParquetWriter(
-                part, dataset.schema, compression="zstd", use_dictionary=_dictionary_columns(dataset)
-            ) as writer:
-                for table in _row_groups(canonical_batches, row_group_rows):
-                    stats.add(table)
-                    writer.write_table(table, row_group_size=row_group_rows)
-                    rows_out += table.num_rows
-                    if progress:
-                        progress(rows_out, source.total_rows)
-                if rows_out == 0:
-                    raise DataError(f"{where}: the file has a header but no rows")
-                manifest = Manifest(
-                    dataset=dataset.name,
-                    month=f"{month:%Y-%m}" if month else None,
-                    source_url=redact_url(source_url),
-                    source_bytes=raw.stat().st_size,
-                    source_sha256=source_sha256.result(),
-                    rows_in=source.rows_read,
-                    rows_out=rows_out,
-                    columns_filled_null=tuple(c.name for c in source.plan.missing),
-                    columns_dropped=tuple(source.plan.dropped),
-                    **stats.summary(),
-                )
-                writer.add_key_value_metadata({MANIFEST_KEY: manifest.to_json()})
-            written = pq.read_metadata(part).num_rows
-            if written != manifest.rows_in:
-                raise DataError(f"{where}: read {manifest.rows_in:,} rows but the Parquet holds {written:,}")
-    except OSError as exc:
-        if exc.errno in _DISK_FULL:  # the part file is gone already; say what could not be written
-            raise PipelineError(f"{where}: cannot write {dest}: {os.strerror(exc.errno)}") from None
-        raise
+    with _disk_full_named(where, dest), ThreadPoolExecutor(max_workers=1) as hasher, atomic_path(dest) as part:
+        # The checksum runs beside the conversion: hashlib releases the GIL.
+        source_sha256 = hasher.submit(sha256_of, raw)
+        with pq.ParquetWriter(
+            part, dataset.schema, compression="zstd", use_dictionary=_dictionary_columns(dataset)
+        ) as writer:
+            for table in _row_groups(canonical_batches, row_group_rows):
+                stats.add(table)
+                writer.write_table(table, row_group_size=row_group_rows)
+                rows_out += table.num_rows
+                if progress:
+                    progress(rows_out, source.total_rows)
+            if rows_out == 0:
+                raise DataError(f"{where}: the file has a header but no rows")
+            manifest = Manifest(
+                dataset=dataset.name,
+                month=f"{month:%Y-%m}" if month else None,
+                source_url=redact_url(source_url),
+                source_bytes=raw.stat().st_size,
+                source_sha256=source_sha256.result(),
+                rows_in=source.rows_read,
+                rows_out=rows_out,
+                columns_filled_null=tuple(c.name for c in source.plan.missing),
+                columns_dropped=tuple(source.plan.dropped),
+                **stats.summary(),
+            )
+            writer.add_key_value_metadata({MANIFEST_KEY: manifest.to_json()})
+        written = pq.read_metadata(part).num_rows
+        if written != manifest.rows_in:
+            raise DataError(f"{where}: read {manifest.rows_in:,} rows but the Parquet holds {written:,}")
     return manifest
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def _disk_full_named(where: str, dest: Path) -> Iterator[None]:
+    """A full disk (or quota, or file-size limit) as one line naming the file that could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise PipelineError(f"{where}: cannot write {dest}: {os.strerror(exc.errno)}") from None
+        raise
 
 
 def _dictionary_columns(dataset: Dataset) -> list[str]:
