@@ -48,6 +48,8 @@ def _error(action: str, bucket: str, key: str, exc: Exception) -> PipelineError:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchBucket", "404") and not key:
             return PipelineError(f"S3 bucket {bucket} does not exist (or this account cannot see it)")
+        if code in ("NoSuchKey", "404"):
+            return PipelineError(f"s3://{bucket}/{key} does not exist (or this account cannot see it)")
         return PipelineError(f"{action} s3://{bucket}/{key}: {code or 'error'}")
     return PipelineError(f"{action} s3://{bucket}/{key}: {type(exc).__name__}")
 
@@ -67,6 +69,13 @@ def stored_etags(s3, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
         for item in page.get("Contents", []):
             found[item["Key"]] = (item["Size"], item["ETag"].strip('"'))
     return found
+
+
+def head_object(s3, bucket: str, key: str) -> dict:
+    try:
+        return s3.head_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as exc:
+        raise _error("reading", bucket, key, exc) from None
 
 
 def abort_unfinished_uploads(s3, bucket: str, key: str) -> int:
@@ -134,10 +143,7 @@ def copy_to_gcs(s3, gcs_client, s3_bucket: str, key: str, gcs_bucket: str, name:
     """
     from luigi_tasks import gcs
 
-    try:
-        head = s3.head_object(Bucket=s3_bucket, Key=key)
-    except (ClientError, BotoCoreError) as exc:
-        raise _error("reading", s3_bucket, key, exc) from None
+    head = head_object(s3, s3_bucket, key)
     etag = head["ETag"].strip('"')
     existing = gcs.get_blob(gcs_client, gcs_bucket, name)
     if (

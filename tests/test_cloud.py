@@ -235,6 +235,17 @@ def test_transfer_s3_to_gcs_streams_verifies_and_skips_on_rerun(mirror, s3_clien
     assert gcs_client.bucket(gcs_bucket).get_blob(key).download_as_bytes() == payload + b"more"
 
 
+def test_transfer_of_a_month_missing_from_s3_names_the_object(mirror, s3_bucket, gcs_client, gcs_bucket):
+    from luigi_tasks import TransferS3ToGCS
+
+    task = TransferS3ToGCS(service="green", month=month("2019-02"))
+    result, failures = run_tasks(task)
+    assert result.status == luigi.LuigiStatusCode.FAILED
+    key = "raw/green/2019/green_tripdata_2019-02.parquet"
+    assert str(failures[task.task_id]) == f"s3://{s3_bucket}/{key} does not exist (or this account cannot see it)"
+    assert list(gcs_client.list_blobs(gcs_bucket)) == []
+
+
 def test_missing_s3_bucket_is_named(mirror, server):
     from luigi_tasks import UploadToS3
 

@@ -70,5 +70,5 @@ class CopiedFromS3Target(luigi.Target):
         blob = gcs.get_blob(gcs.client(config.gcp()), self.bucket, self.name)
         if blob is None:
             return False
-        head = s3.client().head_object(Bucket=self.s3_bucket, Key=self.key)
+        head = s3.head_object(s3.client(), self.s3_bucket, self.key)
         return (blob.metadata or {}).get("s3-etag") == head["ETag"].strip('"') and blob.size == head["ContentLength"]
