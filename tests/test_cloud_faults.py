@@ -21,7 +21,7 @@ from tests.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.faults
 
-RETRY_SECONDS = 3  # how long the clients retry here, so that giving up takes seconds, not minutes
+RETRY_SECONDS = 5  # how long the clients retry here: enough for a few backoffs, giving up in seconds
 BIG_MONTH = 400_000  # rows: a Parquet over 8 MiB, which the client uploads in resumable chunks
 SESSION_START = r"uploadType=resumable$|uploadType=resumable&(?!.*upload_id)"
 CHUNK = r"upload_id="
