@@ -111,8 +111,7 @@ def test_no_secret_in_logs_errors_history_webhooks_or_the_lake(
     runs.append(_run("ingest-month", ["yellow", "2020-02", "--sinks", "postgres"], env))
     runs.append(_run("ingest-month", ["yellow", "2031-01"], env))
     runs.append(_run("ingest-month", ["yellow", "2020-01", "--sinks", "gcs"], env))
-    runs.append(subprocess.run([str(REPO / "bin/luigi-run"), "--help"], cwd=REPO, env=env, capture_output=True,
-                               text=True, timeout=60))  # fmt: skip
+    runs.append(_run("luigi-run", ["--help"], env))
     history = subprocess.run(
         [sys.executable, "-m", "luigi_tasks.runs", "--limit", "100"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
