@@ -1,22 +1,15 @@
-"""NYC TLC trip records into a local lake (and, through sinks, a warehouse) as a Luigi task graph.
+"""NYC TLC trip records into a data lake (local, GCS or S3) and, through sinks, a warehouse, as a Luigi task graph.
 
 `luigi --module luigi_tasks <Task>` finds every public task here.
 """
 
 from luigi_tasks.tasks.backfill import Backfill
-from luigi_tasks.tasks.cloud import (
-    BigQueryExternalTable,
-    LoadToBigQuery,
-    LoadZonesToBigQuery,
-    TransferS3ToGCS,
-    UploadToGCS,
-    UploadToS3,
-    UploadZonesToGCS,
-    UploadZonesToS3,
-)
+from luigi_tasks.tasks.bigquery import BigQueryExternalTable, LoadToBigQuery, LoadZonesToBigQuery
+from luigi_tasks.tasks.gcs import UploadToGCS, UploadZonesToGCS
 from luigi_tasks.tasks.ingest import IngestMonth
 from luigi_tasks.tasks.lake import DownloadTripData, DownloadZones, ToParquet, ZonesToParquet
 from luigi_tasks.tasks.postgres import LoadToPostgres, LoadZonesToPostgres
+from luigi_tasks.tasks.s3 import TransferS3ToGCS, UploadToS3, UploadZonesToS3
 
 __all__ = [
     "Backfill",

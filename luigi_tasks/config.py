@@ -5,12 +5,14 @@ Each class is one section: `[tlc]` says where the source files are, `[lake]` whe
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import luigi
 
 from luigi_tasks.errors import DataError
+from luigi_tasks.lake import Lake, open_lake
 
 COURSE_CSV_URL = (
     "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/{service}/{service}_tripdata_{year}-{month}.csv.gz"
@@ -57,7 +59,14 @@ class tlc(luigi.Config):  # noqa: N801 - the class name is the config section's 
 
 class lake(luigi.Config):  # noqa: N801
     root = luigi.Parameter(
-        default="lake", description="Directory of the local lake (relative paths are from the working dir)"
+        default="lake",
+        description="The lake: a local directory (relative to the working dir), gs://bucket/prefix or "
+        "s3://bucket/prefix; every worker on every machine must see the same one",
+    )
+    scratch = luigi.Parameter(
+        default="",
+        description="Local directory for downloads and conversions on their way to an object-store lake; "
+        "empty: the system temp dir",
     )
     row_group_rows = luigi.IntParameter(
         default=131_072, description="Rows per Parquet row group in the canonical files"
@@ -68,9 +77,10 @@ class lake(luigi.Config):  # noqa: N801
         description="Keep the downloaded file in {root}/raw after conversion (false deletes it)",
     )
 
-    @property
-    def path(self) -> Path:
-        return Path(self.root)
+    def open(self) -> Lake:
+        """The lake, checked once per process; emulator endpoints are part of what it is."""
+        endpoints = tuple(os.environ.get(v, "") for v in ("STORAGE_EMULATOR_HOST", "AWS_ENDPOINT_URL"))
+        return open_lake(self.root, self.scratch, endpoints)
 
 
 class postgres(luigi.Config):  # noqa: N801
@@ -86,11 +96,24 @@ class postgres(luigi.Config):  # noqa: N801
 
 
 class history(luigi.Config):  # noqa: N801
-    path = luigi.Parameter(default="", description="SQLite file of task runs; empty: history.sqlite in the lake root")
+    path = luigi.Parameter(
+        default="",
+        description="SQLite file of this machine's task runs; empty: history.sqlite in a local lake's root, "
+        "or in $LUIGI_TASKS_STATE_DIR (default ~/.local/state/luigi_tasks) when the lake is remote",
+    )
 
     @property
     def file(self) -> Path:
-        return Path(self.path) if self.path else lake().path / "history.sqlite"
+        if self.path:
+            return Path(self.path)
+        if "://" not in lake().root:
+            return Path(lake().root) / "history.sqlite"
+        return state_dir() / "history.sqlite"
+
+
+def state_dir() -> Path:
+    """This machine's own state (run history, luigid's state): never in a shared lake."""
+    return Path(os.environ.get("LUIGI_TASKS_STATE_DIR") or Path.home() / ".local/state/luigi_tasks")
 
 
 class notify(luigi.Config):  # noqa: N801

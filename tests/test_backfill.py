@@ -43,7 +43,7 @@ def test_dry_run_lists_exactly_the_missing_months_and_runs_nothing(lake, server,
         "fhvhv: skipped, not published by the TLC: 2019-01",
     ]
     assert server.total_requests() == requests  # nothing downloaded
-    assert len(files_under(lake)) == 4
+    assert len(files_under(lake)) == 6  # 2 raw files, 2 Parquet files and their manifests
 
 
 def test_backfill_runs_the_missing_months_and_a_rerun_runs_nothing(pg_lake, pg_dsn, server, capsys):

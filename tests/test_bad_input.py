@@ -16,7 +16,7 @@ from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.postgres import checked_identifier
 from luigi_tasks.synthetic import write_trip_csv
-from luigi_tasks.tasks.cloud import checked_prefix
+from luigi_tasks.tasks.gcs import checked_prefix
 from tests.conftest import DATA, files_under, luigi_settings, month
 
 YELLOW_HEAD = DATA / "yellow_tripdata_2020-07_head266.csv"

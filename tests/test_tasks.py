@@ -45,7 +45,9 @@ def test_ingest_month_fills_the_lake_and_a_rerun_does_nothing(lake, server):
     assert files_under(lake) == [
         "raw/yellow/yellow_tripdata_2020-07.csv.gz",
         "raw/zones/taxi_zone_lookup.csv",
+        "yellow/2020/_yellow_tripdata_2020-07.json",
         "yellow/2020/yellow_tripdata_2020-07.parquet",
+        "zones/_taxi_zone_lookup.json",
         "zones/taxi_zone_lookup.parquet",
     ]
     table = pq.read_table(lake / "yellow/2020/yellow_tripdata_2020-07.parquet")
@@ -90,6 +92,7 @@ def test_parquet_source_and_csv_source_give_the_same_schema(tmp_path, server):
     assert failures == {}
     assert files_under(parquet_lake) == [
         "raw/yellow/yellow_tripdata_2020-07.parquet",
+        "yellow/2020/_yellow_tripdata_2020-07.json",
         "yellow/2020/yellow_tripdata_2020-07.parquet",
     ]
     csv_month, parquet_month = (pq.read_table(root / "yellow/2020/yellow_tripdata_2020-07.parquet")

@@ -11,7 +11,7 @@ from luigi_tasks.catalog import SERVICES, next_month, service
 from luigi_tasks.errors import DataError
 from luigi_tasks.tasks.base import CommaListParameter, MonthParameter, PipelineTask, log
 from luigi_tasks.tasks.ingest import IngestMonth, SinksParameter
-from luigi_tasks.tasks.sinks import SINKS, rows_by_sink
+from luigi_tasks.tasks.sinks import SINKS, done_by_sink, rows_by_sink, sink_task, zones_done
 
 
 class ServicesParameter(CommaListParameter):
@@ -99,14 +99,11 @@ class Backfill(PipelineTask, luigi.WrapperTask):
             dataset = service(name)
             published = self._published(name)
             plan.unpublished[name] = [m for m in months if m not in published]
-            done_by_sink = {sink: SINKS[sink].done_months(dataset, published) for sink in self.sinks}
-            plan.done[name] = [m for m in published if all(m in done for done in done_by_sink.values())]
-            plan.missing[name] = {
-                m: [sink for sink, done in done_by_sink.items() if m not in done]
-                for m in published
-                if m not in plan.done[name]
-            }
-        plan.zones_missing = [sink for sink in self.sinks if not SINKS[sink].zones_task().is_complete()]
+            done = done_by_sink(dataset, published, self.sinks)[1]
+            lacking = {m: [sink for sink, months in done.items() if m not in months] for m in published}
+            plan.done[name] = [m for m in published if not lacking[m]]
+            plan.missing[name] = {m: sinks for m, sinks in lacking.items() if sinks}
+        plan.zones_missing = [sink for sink, done in zones_done(self.sinks).items() if not done]
         self._plan = plan
         return plan
 
@@ -119,7 +116,7 @@ class Backfill(PipelineTask, luigi.WrapperTask):
             return []
         # Luigi asks complete() just before requires(): use the answer it got.
         plan = self._plan or self.plan()
-        tasks: list[luigi.Task] = [SINKS[sink].zones_task() for sink in plan.zones_missing]
+        tasks: list[luigi.Task] = [sink_task(sink, None, None) for sink in plan.zones_missing]
         for name, missing in plan.missing.items():
             tasks += [IngestMonth(service=name, month=month, sinks=self.sinks) for month in missing]
         return tasks

@@ -9,7 +9,7 @@ import time
 import luigi
 
 from luigi_tasks import config, history, notify
-from luigi_tasks.catalog import SERVICES, Dataset, check_month, parse_month, service
+from luigi_tasks.catalog import SERVICES, ZONES, Dataset, check_month, parse_month, service
 from luigi_tasks.errors import PipelineError
 
 log = logging.getLogger("luigi-interface")
@@ -98,6 +98,33 @@ class MonthTask(PipelineTask):
     @property
     def label(self) -> str:
         return f"{self.service} {self.month:%Y-%m}"
+
+
+class ZonesTask(PipelineTask):
+    """A task on the taxi zone lookup: the twin of a month task, with no month."""
+
+    dataset = ZONES
+    month = None
+    label = "zone lookup"
+
+
+class ReloadableTask(PipelineTask):
+    """A task that `--reload` runs again even when its output is there (once per run)."""
+
+    reload = luigi.BoolParameter(
+        default=False, significant=False, description="Do it again even if it is done (replaces it exactly)"
+    )
+    _reloaded = False
+
+    def is_complete(self) -> bool:
+        if self.reload and not self._reloaded:
+            return False
+        return super().is_complete()
+
+
+@ReloadableTask.event_handler(luigi.Event.SUCCESS)
+def _on_reloaded(task: ReloadableTask) -> None:
+    task._reloaded = True
 
 
 class ProgressReporter:

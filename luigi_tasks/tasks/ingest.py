@@ -5,7 +5,7 @@ from __future__ import annotations
 import luigi
 
 from luigi_tasks.tasks.base import CommaListParameter, MonthTask, log
-from luigi_tasks.tasks.sinks import SINKS, rows_by_sink
+from luigi_tasks.tasks.sinks import SINKS, rows_by_sink, sink_task
 
 
 class SinksParameter(CommaListParameter):
@@ -29,12 +29,14 @@ class IngestMonth(MonthTask, luigi.WrapperTask):
     """
 
     sinks = SinksParameter(default=("lake",), description="Where the month goes: " + ", ".join(SINKS))
+    reload = luigi.BoolParameter(
+        default=False, significant=False, description="Put the month into every sink asked for again, replacing it"
+    )
 
     def requires(self) -> list[luigi.Task]:
         tasks = []
-        for name in self.sinks:
-            sink = SINKS[name]
-            tasks += [*sink.month_tasks(self.service, self.month), sink.zones_task()]
+        for sink in self.sinks:
+            tasks += [sink_task(sink, self.service, self.month, self.reload), sink_task(sink, None, None)]
         return tasks
 
     def run(self) -> None:

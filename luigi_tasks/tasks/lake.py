@@ -1,68 +1,88 @@
-"""Tasks that fill the local lake: download a month as published, convert it to canonical Parquet."""
+"""The lake sink: download a month as published, convert it to canonical Parquet with its manifest.
+
+Each task has a zones twin (the lookup has no month); twins share one body and differ only in their key.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
-import logging
 import time
-from pathlib import Path
 
 import luigi
 
 from luigi_tasks import config
-from luigi_tasks.catalog import ZONES, Dataset, plan_columns
+from luigi_tasks.catalog import Dataset, plan_columns
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.download import download, payload_kind, redact_url
-from luigi_tasks.lake import canonical_path, raw_path
-from luigi_tasks.tasks.base import MonthTask, PipelineTask
-
-log = logging.getLogger("luigi-interface")
-
-
-def _download(task: PipelineTask, dataset: Dataset, url: str, where: str) -> None:
-    tlc = config.tlc()
-    check_header = functools.partial(
-        plan_columns, dataset, where=f"{where} ({url})", unknown_columns=tlc.unknown_columns
-    )
-    task.set_status_message(f"downloading {redact_url(url)}")
-    started = time.monotonic()
-    size = download(
-        url,
-        Path(task.output().path),
-        label=where,
-        check_header=check_header,
-        retries=tlc.retries,
-        retry_backoff=tlc.retry_backoff,
-        timeout=tlc.timeout,
-        progress=task.progress_reporter(),
-    )
-    shown = f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size:,} bytes"
-    log.info("%s: downloaded %s from %s in %.1f s", where, shown, redact_url(url), time.monotonic() - started)
+from luigi_tasks.files import fingerprints_of
+from luigi_tasks.lake import Lake, LakeEntry, canonical_key, entry_key, raw_key
+from luigi_tasks.tasks.base import MonthTask, PipelineTask, ReloadableTask, ZonesTask, log
 
 
-def _convert(task: PipelineTask, download_task: luigi.Task, dataset: Dataset, month) -> None:
-    raw = Path(download_task.output().path)
-    manifest = to_canonical_parquet(
-        raw,
-        Path(task.output().path),
-        dataset=dataset,
-        month=month,
-        source_url=download_task.url,
-        row_group_rows=config.lake().row_group_rows,
-        unknown_columns=config.tlc().unknown_columns,
-        progress=task.progress_reporter(unit="rows", scale=1),
-    )
-    task.rows = manifest.rows_out
-    summary = f"{manifest.rows_out:,} rows"
-    if month is not None:
-        summary += f", {manifest.rows_outside_month:,} with pickup outside the month"
-    task.set_status_message(summary)
-    log.info("%s: %s -> %s", task.output().path, summary, raw.name)
-    if not config.lake().keep_raw:
-        raw.unlink(missing_ok=True)
+class LakeFileTarget(luigi.Target):
+    """Exists when the lake has the key: files appear there only once complete."""
+
+    def __init__(self, lake: Lake, key: str) -> None:
+        self.lake, self.key = lake, key
+
+    @property
+    def path(self) -> str:
+        return self.lake.uri(self.key)
+
+    def exists(self) -> bool:
+        return self.lake.exists(self.key)
 
 
-class DownloadTripData(MonthTask):
+class CanonicalTarget(LakeFileTarget):
+    """Exists when the canonical Parquet and its manifest are in the lake and the Parquet has the recorded
+    size (a file cut short, or a manifest without its file, is not done)."""
+
+    def exists(self) -> bool:
+        return self.entry() is not None
+
+    def entry(self) -> LakeEntry | None:
+        return self.lake.entry(self.key)
+
+
+class _Download(PipelineTask):
+    """Body of DownloadTripData and DownloadZones: stream the URL into the lake's raw/ folder."""
+
+    dataset: Dataset
+    month: dt.date | None
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def output(self) -> LakeFileTarget:
+        return LakeFileTarget(config.lake().open(), raw_key(self.dataset, self.month, payload_kind(self.url)))
+
+    def run(self) -> None:
+        tlc = config.tlc()
+        check_header = functools.partial(
+            plan_columns, self.dataset, where=f"{self.label} ({self.url})", unknown_columns=tlc.unknown_columns
+        )
+        self.set_status_message(f"downloading {redact_url(self.url)}")
+        started = time.monotonic()
+        target = self.output()
+        with target.lake.publish(target.key) as dest:
+            size = download(
+                self.url,
+                dest,
+                label=self.label,
+                check_header=check_header,
+                retries=tlc.retries,
+                retry_backoff=tlc.retry_backoff,
+                timeout=tlc.timeout,
+                progress=self.progress_reporter(),
+            )
+        shown = f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size:,} bytes"
+        took = time.monotonic() - started
+        log.info("%s: downloaded %s from %s in %.1f s", self.label, shown, redact_url(self.url), took)
+
+
+class DownloadTripData(MonthTask, _Download):
     """Downloads one month of a service as published, to {lake}/raw/{service}/.
 
     The source family ([tlc] source: csv or parquet) and its URL template come from luigi.cfg.
@@ -72,52 +92,88 @@ class DownloadTripData(MonthTask):
     def url(self) -> str:
         return config.tlc().url_for(self.service, f"{self.month:%Y}", f"{self.month:%m}")
 
-    def output(self) -> luigi.LocalTarget:
-        root = config.lake().path
-        return luigi.LocalTarget(str(raw_path(root, self.dataset, self.month, payload_kind(self.url))))
 
-    def run(self) -> None:
-        _download(self, self.dataset, self.url, self.label)
-
-
-class ToParquet(MonthTask):
-    """Converts one downloaded month into {lake}/{service}/{year}/{service}_tripdata_{year}-{month}.parquet.
-
-    The file has the catalogue's schema for the service and a manifest in its footer metadata.
-    """
-
-    def requires(self) -> DownloadTripData:
-        return DownloadTripData(service=self.service, month=self.month)
-
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(canonical_path(config.lake().path, self.dataset, self.month)))
-
-    def run(self) -> None:
-        _convert(self, self.requires(), self.dataset, self.month)
-
-
-class DownloadZones(PipelineTask):
+class DownloadZones(ZonesTask, _Download):
     """Downloads the taxi zone lookup CSV to {lake}/raw/zones/."""
 
     @property
     def url(self) -> str:
         return config.tlc().zones_url
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(raw_path(config.lake().path, ZONES, None, payload_kind(self.url))))
+
+class _Convert(ReloadableTask):
+    """Body of ToParquet and ZonesToParquet: the raw file from the lake -> canonical Parquet + manifest."""
+
+    dataset: Dataset
+    month: dt.date | None
+
+    def output(self) -> CanonicalTarget:
+        return CanonicalTarget(config.lake().open(), canonical_key(self.dataset, self.month))
 
     def run(self) -> None:
-        _download(self, ZONES, self.url, "zone lookup")
+        target, raw = self.output(), self.input()
+        lake = target.lake
+        lake.delete(entry_key(target.key))  # the month is not done while its file is being replaced
+        with lake.local_copy(raw.key) as raw_file, lake.publish(target.key) as dest:
+            manifest = to_canonical_parquet(
+                raw_file,
+                dest,
+                dataset=self.dataset,
+                month=self.month,
+                source_url=self.requires().url,
+                row_group_rows=config.lake().row_group_rows,
+                unknown_columns=config.tlc().unknown_columns,
+                progress=self.progress_reporter(unit="rows", scale=1),
+            )
+            fingerprints = fingerprints_of(dest)
+        lake.write_entry(target.key, LakeEntry(manifest, fingerprints))
+        self.rows = manifest.rows_out
+        summary = f"{manifest.rows_out:,} rows"
+        if self.month is not None:
+            summary += f", {manifest.rows_outside_month:,} with pickup outside the month"
+        self.set_status_message(summary)
+        log.info("%s: %s -> %s", target.path, summary, raw.key.rpartition("/")[2])
+        if not config.lake().keep_raw:
+            lake.delete(raw.key)
 
 
-class ZonesToParquet(PipelineTask):
+class ToParquet(MonthTask, _Convert):
+    """Converts one downloaded month into {lake}/{service}/{year}/{service}_tripdata_{year}-{month}.parquet.
+
+    The file has the catalogue's schema for the service; its manifest is in the footer metadata and, with
+    the file's fingerprints, in _{service}_tripdata_{year}-{month}.json beside it.
+    """
+
+    def requires(self) -> DownloadTripData:
+        return DownloadTripData(service=self.service, month=self.month)
+
+
+class ZonesToParquet(ZonesTask, _Convert):
     """Writes the zone lookup to {lake}/zones/taxi_zone_lookup.parquet ("NA" and "N/A" stay strings)."""
 
     def requires(self) -> DownloadZones:
         return DownloadZones()
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(canonical_path(config.lake().path, ZONES, None)))
 
-    def run(self) -> None:
-        _convert(self, self.requires(), ZONES, None)
+def lake_task(service: str | None, month: dt.date | None) -> ToParquet | ZonesToParquet:
+    """The canonical file of a month, or of the zone lookup when `month` is None."""
+    return ZonesToParquet() if month is None else ToParquet(service=service, month=month)
+
+
+class LakeSink:
+    name = "lake"
+
+    def month_task(self, service: str, month: dt.date, reload: bool = False) -> luigi.Task:
+        return ToParquet(service=service, month=month, reload=reload)
+
+    def zones_task(self, reload: bool = False) -> luigi.Task:
+        return ZonesToParquet(reload=reload)
+
+    def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
+        """`entries` are the lake's complete files, found by one listing: those are done."""
+        return set(entries)
+
+
+def lake_entries(dataset: Dataset, months: list[dt.date | None]) -> dict[dt.date | None, LakeEntry]:
+    """The complete canonical files of these months (None: the zone lookup): one listing, manifests only."""
+    return config.lake().open().entries({canonical_key(dataset, month): month for month in months})

@@ -1,75 +1,86 @@
-"""Tasks that load the lake into PostgreSQL."""
+"""The PostgreSQL sink: tasks that load the lake into tables, their marker target and bulk check."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import datetime as dt
 
 import luigi
 
 from luigi_tasks import config
-from luigi_tasks.catalog import ZONES
-from luigi_tasks.postgres import load_month, load_zones, update_id
-from luigi_tasks.targets.postgres import PostgresMarkerTarget
-from luigi_tasks.tasks.base import MonthTask, PipelineTask, log
-from luigi_tasks.tasks.lake import ToParquet, ZonesToParquet
+from luigi_tasks.catalog import Dataset
+from luigi_tasks.lake import LakeEntry
+from luigi_tasks.postgres import checked_identifier, done_updates, load_month, load_zones, update_id
+from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log
+from luigi_tasks.tasks.lake import lake_task
 
 
-def _marker(update: str) -> PostgresMarkerTarget:
-    settings = config.postgres()
-    return PostgresMarkerTarget(settings.dsn, settings.marker_table, update)
+class PostgresMarkerTarget(luigi.Target):
+    """Exists when the marker table has a row for `update_id` (e.g. 'yellow_tripdata:2021-01'), which the
+    load writes in its own transaction."""
+
+    def __init__(self, dsn: str, marker_table: str, update_id: str) -> None:
+        self.dsn = dsn
+        self.marker_table = checked_identifier(marker_table, "[postgres] marker_table")
+        self.update_id = update_id
+
+    def exists(self) -> bool:
+        return self.update_id in done_updates(self.dsn, self.marker_table, [self.update_id])
 
 
-class LoadToPostgres(MonthTask):
+class _LoadToPostgres(ReloadableTask):
+    """Body of LoadToPostgres and LoadZonesToPostgres: stream the lake's Parquet into the table by COPY."""
+
+    dataset: Dataset
+    month: dt.date | None
+
+    def requires(self) -> luigi.Task:
+        return lake_task(getattr(self, "service", None), self.month)
+
+    def output(self) -> PostgresMarkerTarget:
+        settings = config.postgres()
+        return PostgresMarkerTarget(settings.dsn, settings.marker_table, update_id(self.dataset, self.month))
+
+    def run(self) -> None:
+        settings, source = config.postgres(), self.input()
+        with source.lake.open_input(source.key) as parquet:
+            if self.month is None:
+                self.rows = load_zones(settings.dsn, parquet, marker_table=settings.marker_table)
+            else:
+                self.rows = load_month(
+                    settings.dsn,
+                    parquet,
+                    dataset=self.dataset,
+                    month=self.month,
+                    marker_table=settings.marker_table,
+                    progress=self.progress_reporter(unit="rows", scale=1),
+                )
+        self.set_status_message(f"{self.rows:,} rows loaded")
+        log.info("%s: %s rows loaded into PostgreSQL", self.label, f"{self.rows:,}")
+
+
+class LoadToPostgres(MonthTask, _LoadToPostgres):
     """Loads one month into the service's table (e.g. yellow_tripdata), replacing that month only.
 
     The table is partitioned by source_month; the load is one transaction with its marker row in
-    [postgres] marker_table, id '{service}_tripdata:{YYYY-MM}'.
+    [postgres] marker_table, id '{service}_tripdata:{YYYY-MM}'. The Parquet is streamed from the lake.
     """
 
-    reload = luigi.BoolParameter(
-        default=False, significant=False, description="Load the month again even if it is marked done"
-    )
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._reloaded = False
-
-    def requires(self) -> ToParquet:
-        return ToParquet(service=self.service, month=self.month)
-
-    def output(self) -> PostgresMarkerTarget:
-        return _marker(update_id(self.dataset, self.month))
-
-    def is_complete(self) -> bool:
-        if self.reload and not self._reloaded:
-            return False
-        return super().is_complete()
-
-    def run(self) -> None:
-        rows = load_month(
-            config.postgres().dsn,
-            Path(self.input().path),
-            dataset=self.dataset,
-            month=self.month,
-            marker_table=config.postgres().marker_table,
-            progress=self.progress_reporter(unit="rows", scale=1),
-        )
-        self._reloaded = True
-        self.rows = rows
-        self.set_status_message(f"{rows:,} rows loaded")
-        log.info("%s: %s rows loaded into PostgreSQL", self.label, f"{rows:,}")
-
-
-class LoadZonesToPostgres(PipelineTask):
+class LoadZonesToPostgres(ZonesTask, _LoadToPostgres):
     """Loads the zone lookup into the zones table ("LocationID", "Borough", "Zone", service_zone)."""
 
-    def requires(self) -> ZonesToParquet:
-        return ZonesToParquet()
 
-    def output(self) -> PostgresMarkerTarget:
-        return _marker(update_id(ZONES, None))
+class PostgresSink:
+    name = "postgres"
 
-    def run(self) -> None:
-        rows = load_zones(config.postgres().dsn, Path(self.input().path), marker_table=config.postgres().marker_table)
-        self.rows = rows
-        log.info("zones: %s rows loaded into PostgreSQL", f"{rows:,}")
+    def month_task(self, service: str, month: dt.date, reload: bool = False) -> luigi.Task:
+        return LoadToPostgres(service=service, month=month, reload=reload)
+
+    def zones_task(self, reload: bool = False) -> luigi.Task:
+        return LoadZonesToPostgres(reload=reload)
+
+    def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
+        """One query on the marker table for every month asked about."""
+        settings = config.postgres()
+        ids = {update_id(dataset, month): month for month in entries}
+        return {ids[done] for done in done_updates(settings.dsn, settings.marker_table, list(ids))}

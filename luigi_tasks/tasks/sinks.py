@@ -1,155 +1,76 @@
-"""The sinks a month can go to: which tasks put it there, and a bulk "which months are done?" check.
+"""The sinks a month can go to, behind one small interface, and the registry of them.
 
-A bulk check answers for a whole range of months with one round trip per sink and service (one
-directory listing, one query), so that a backfill over years does not ask every task in turn.
+A sink names the task that puts a month (or the zone lookup) there, and answers "which of these months
+are done?" for a whole range with one round trip (one listing, one query), so that a backfill over years
+does not ask every task in turn. It is given the lake's complete files with their manifests (found by one
+listing of the lake), so it can compare row counts and checksums without reading any data file.
+
+A new sink is a work module, a tasks module with its tasks and a class like these, and one line below.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
+from typing import Protocol
 
 import luigi
 
-from luigi_tasks import config, history
-from luigi_tasks.catalog import Dataset, parse_month
-from luigi_tasks.convert import read_manifest
-from luigi_tasks.errors import DataError
-from luigi_tasks.lake import canonical_path
-from luigi_tasks.lazy import lazy_module
-from luigi_tasks.postgres import done_updates, update_id
-from luigi_tasks.tasks.cloud import (
-    LoadToBigQuery,
-    LoadZonesToBigQuery,
-    UploadToGCS,
-    UploadToS3,
-    UploadZonesToGCS,
-    UploadZonesToS3,
-    object_name,
-    s3_key,
-)
-from luigi_tasks.tasks.lake import ToParquet, ZonesToParquet
-from luigi_tasks.tasks.postgres import LoadToPostgres, LoadZonesToPostgres
-
-gcs = lazy_module("luigi_tasks.gcs")
-bigquery = lazy_module("luigi_tasks.bigquery")
-s3 = lazy_module("luigi_tasks.s3")
+from luigi_tasks.catalog import ZONES, Dataset, service
+from luigi_tasks.lake import LakeEntry
+from luigi_tasks.tasks.bigquery import BigQuerySink
+from luigi_tasks.tasks.gcs import GcsSink
+from luigi_tasks.tasks.lake import LakeSink, lake_entries
+from luigi_tasks.tasks.postgres import PostgresSink
+from luigi_tasks.tasks.s3 import S3Sink
 
 
-class LakeSink:
-    name = "lake"
+class Sink(Protocol):
+    name: str
 
-    def month_tasks(self, service: str, month: dt.date) -> list[luigi.Task]:
-        return [ToParquet(service=service, month=month)]
+    def month_task(self, service: str, month: dt.date, reload: bool = False) -> luigi.Task:
+        """The task that puts one month of a service here."""
 
-    def zones_task(self) -> luigi.Task:
-        return ZonesToParquet()
+    def zones_task(self, reload: bool = False) -> luigi.Task:
+        """The task that puts the zone lookup here."""
 
-    def done_months(self, dataset: Dataset, months: list[dt.date]) -> set[dt.date]:
-        """One listing of {lake}/{service}/*/: a canonical file exists only once complete."""
-        root = config.lake().path
-        present = set()
-        for path in (root / dataset.name).glob("*/*.parquet"):
-            month = _month_of(path, dataset)
-            if month and path == canonical_path(root, dataset, month):
-                present.add(month)
-        return present & set(months)
+    def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
+        """Which of the lake's complete files (month -> entry; None for the zone lookup) are here, current."""
 
 
-class PostgresSink:
-    name = "postgres"
-
-    def month_tasks(self, service: str, month: dt.date) -> list[luigi.Task]:
-        return [LoadToPostgres(service=service, month=month)]
-
-    def zones_task(self) -> luigi.Task:
-        return LoadZonesToPostgres()
-
-    def done_months(self, dataset: Dataset, months: list[dt.date]) -> set[dt.date]:
-        """One query on the marker table for every month asked about."""
-        settings = config.postgres()
-        ids = {update_id(dataset, month): month for month in months}
-        return {ids[done] for done in done_updates(settings.dsn, settings.marker_table, list(ids))}
+SINKS: dict[str, Sink] = {sink.name: sink for sink in (LakeSink(), PostgresSink(), GcsSink(), BigQuerySink(), S3Sink())}
 
 
-def _month_of(path: Path, dataset: Dataset) -> dt.date | None:
-    stem = path.stem.rsplit("_", 1)[-1]  # '{service}_tripdata_2021-01' -> '2021-01'
-    try:
-        return parse_month(stem)
-    except DataError:
-        return None
+def sink_task(sink: str, service_name: str | None, month: dt.date | None, reload: bool = False) -> luigi.Task:
+    """A month's task in a sink, or the zone lookup's when `month` is None."""
+    if month is None:
+        return SINKS[sink].zones_task(reload=reload)
+    return SINKS[sink].month_task(service_name, month, reload=reload)
 
 
-class GcsSink:
-    name = "gcs"
-
-    def month_tasks(self, service: str, month: dt.date) -> list[luigi.Task]:
-        return [UploadToGCS(service=service, month=month)]
-
-    def zones_task(self) -> luigi.Task:
-        return UploadZonesToGCS()
-
-    def done_months(self, dataset: Dataset, months: list[dt.date]) -> set[dt.date]:
-        """One listing of gs://{bucket}/{prefix}/{service}/, compared by size and crc32c with the lake's files."""
-        settings = config.gcp()
-        root = config.lake().path
-        locals_ = {month: canonical_path(root, dataset, month) for month in months}
-        stored = gcs.stored_fingerprints(gcs.client(settings), settings.bucket, object_name(root / dataset.name))
-        return {
-            month
-            for month, local in locals_.items()
-            if local.exists() and stored.get(object_name(local)) == gcs.fingerprint(local)
-        }
-
-
-class BigQuerySink:
-    name = "bigquery"
-
-    def month_tasks(self, service: str, month: dt.date) -> list[luigi.Task]:
-        return [LoadToBigQuery(service=service, month=month)]
-
-    def zones_task(self) -> luigi.Task:
-        return LoadZonesToBigQuery()
-
-    def done_months(self, dataset: Dataset, months: list[dt.date]) -> set[dt.date]:
-        """One query counting the rows of every month, compared with the manifests' row counts."""
-        settings = config.gcp()
-        counts = bigquery.month_counts(bigquery.client(settings), settings.dataset, dataset)
-        root = config.lake().path
-        done = set()
-        for month in months:
-            local = canonical_path(root, dataset, month)  # the manifest says how many rows the month has
-            if month in counts and local.exists() and counts[month] == read_manifest(local).rows_out:
-                done.add(month)
-        return done
-
-
-class S3Sink:
-    name = "s3"
-
-    def month_tasks(self, service: str, month: dt.date) -> list[luigi.Task]:
-        return [UploadToS3(service=service, month=month)]
-
-    def zones_task(self) -> luigi.Task:
-        return UploadZonesToS3()
-
-    def done_months(self, dataset: Dataset, months: list[dt.date]) -> set[dt.date]:
-        """One listing of s3://{bucket}/{prefix}/{service}/, compared by size and ETag with the lake's files."""
-        root = config.lake().path
-        stored = s3.stored_etags(s3.client(), config.s3().bucket, s3_key(root / dataset.name))
-        done = set()
-        for month in months:
-            local = canonical_path(root, dataset, month)
-            if local.exists() and stored.get(s3_key(local)) == (local.stat().st_size, s3.expected_etag(local)):
-                done.add(month)
-        return done
-
-
-SINKS = {sink.name: sink for sink in (LakeSink(), PostgresSink(), GcsSink(), BigQuerySink(), S3Sink())}
+def done_by_sink(
+    dataset: Dataset, months: list[dt.date | None], sinks: tuple[str, ...]
+) -> tuple[dict[dt.date | None, LakeEntry], dict[str, set[dt.date | None]]]:
+    """The lake's entries for these months and, per sink, the months done there: one round trip per sink."""
+    entries = lake_entries(dataset, months)
+    return entries, {sink: SINKS[sink].done(dataset, entries) for sink in sinks}
 
 
 def rows_by_sink(months: list[tuple[str, dt.date]], sinks: tuple[str, ...]) -> dict[str, int]:
-    """Rows now in each sink for these (service, month) pairs, from the run history."""
-    tasks = {sink: [t for service, month in months for t in SINKS[sink].month_tasks(service, month)] for sink in sinks}
-    rows = history.latest_rows(config.history().file, [t.task_id for ts in tasks.values() for t in ts])
-    return {sink: sum(rows.get(t.task_id, 0) for t in ts) for sink, ts in tasks.items()}
+    """Rows now in each sink for these (service, month) pairs: a done month holds its manifest's rows.
+
+    Asked of the lake and the sinks, not of any machine's run history, so every worker gives the same answer.
+    """
+    totals = dict.fromkeys(sinks, 0)
+    by_service: dict[str, list[dt.date]] = {}
+    for name, month in months:
+        by_service.setdefault(name, []).append(month)
+    for name, service_months in by_service.items():
+        entries, done = done_by_sink(service(name), service_months, sinks)
+        for sink in sinks:
+            totals[sink] += sum(entries[month].manifest.rows_out for month in done[sink])
+    return totals
+
+
+def zones_done(sinks: tuple[str, ...]) -> dict[str, bool]:
+    entries, done = done_by_sink(ZONES, [None], sinks)
+    return {sink: None in done[sink] for sink in sinks}
