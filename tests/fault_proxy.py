@@ -150,10 +150,12 @@ class FaultProxy:
 
             def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
                 self.send_response_only(status)
+                head = self.command == "HEAD"  # its Content-Length is the object's, and it has no body
                 for name, value in headers:
-                    if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+                    if name.lower() not in HOP_BY_HOP and (head or name.lower() != "content-length"):
                         self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
+                if not head:
+                    self.send_header("Content-Length", str(len(body)))
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client may be dead
                     self.end_headers()
                     self.wfile.write(body)
