@@ -78,9 +78,10 @@ class lake(luigi.Config):  # noqa: N801
     )
 
     def open(self) -> Lake:
-        """The lake, checked once per process; emulator endpoints are part of what it is."""
+        """The lake, checked once per process: a forked worker process makes its own store client (one
+        inherited across fork is not safe to use). Emulator endpoints are part of what it is."""
         endpoints = tuple(os.environ.get(v, "") for v in ("STORAGE_EMULATOR_HOST", "AWS_ENDPOINT_URL"))
-        return open_lake(self.root, self.scratch, endpoints)
+        return open_lake(self.root, self.scratch, (*endpoints, str(os.getpid())))
 
 
 class postgres(luigi.Config):  # noqa: N801

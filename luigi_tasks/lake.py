@@ -57,9 +57,13 @@ class LakeEntry:
                           sort_keys=True, indent=1).encode()  # fmt: skip
 
     @classmethod
-    def from_json(cls, data: bytes) -> LakeEntry:
-        fields = json.loads(data)
-        return cls(Manifest.from_json(json.dumps(fields["manifest"])), Fingerprints(**fields["file"]))
+    def from_json(cls, data: bytes) -> LakeEntry | None:
+        """The entry, or None if the bytes are not one (a file cut short is not a manifest)."""
+        try:
+            fields = json.loads(data)
+            return cls(Manifest.from_json(json.dumps(fields["manifest"])), Fingerprints(**fields["file"]))
+        except (ValueError, KeyError, TypeError):
+            return None
 
 
 def canonical_key(dataset: Dataset, month: dt.date | None) -> str:
@@ -231,16 +235,9 @@ class Lake:
             s3.upload_file(s3.client(), path, self.bucket, self.object_name(key))
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        """A small file, written whole (a local part file renamed; one upload request on an object store)."""
-        if self.is_local:
-            with atomic_path(self.local_path(key)) as part:
-                part.write_bytes(data)
-            return
-        try:
-            with self.fs.open_output_stream(self._path(key)) as out:
-                out.write(data)
-        except (OSError, pa.ArrowException) as exc:
-            raise PipelineError(f"writing {self.uri(key)}: {_one_line(exc)}") from None
+        """A small file, written whole like any other (a renamed part file, or one verified upload)."""
+        with self.publish(key) as path, atomic_path(path) as part:
+            part.write_bytes(data)
 
     def delete(self, key: str) -> None:
         try:
@@ -272,7 +269,7 @@ class Lake:
         if data is None:
             return None
         entry = LakeEntry.from_json(data)
-        return entry if self.size(key) == entry.file.size else None
+        return entry if entry is not None and self.size(key) == entry.file.size else None
 
     def write_entry(self, key: str, entry: LakeEntry) -> None:
         self.write_bytes(entry_key(key), entry.to_json())
@@ -291,10 +288,9 @@ class Lake:
             data = dict(zip(candidates, pool.map(self.read_bytes, map(entry_key, candidates)), strict=True))
         found = {}
         for key, label in candidates.items():
-            if data[key] is not None:
-                entry = LakeEntry.from_json(data[key])
-                if entry.file.size == listed[key]:
-                    found[label] = entry
+            entry = LakeEntry.from_json(data[key]) if data[key] is not None else None
+            if entry is not None and entry.file.size == listed[key]:
+                found[label] = entry
         return found
 
 
@@ -325,11 +321,11 @@ def _object_store(kind: str) -> pafs.FileSystem:
     return pafs.S3FileSystem(region=region) if region else pafs.S3FileSystem()
 
 
-@functools.lru_cache(maxsize=8)
-def open_lake(root: str, scratch: str, endpoints: tuple[str, ...] = ()) -> Lake:
+@functools.lru_cache(maxsize=16)
+def open_lake(root: str, scratch: str, context: tuple[str, ...] = ()) -> Lake:
     """The lake of a root, checked once per process (a bad root fails before any work).
 
-    `endpoints` (the emulator variables in force) only keys the cache: the store's client reads them."""
+    `context` (the emulator variables in force, the process) only keys the cache."""
     lake = Lake(root, scratch=scratch)
     lake.check()
     return lake

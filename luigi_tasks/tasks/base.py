@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
+from collections.abc import Callable
 
 import luigi
 
@@ -56,6 +58,7 @@ class PipelineTask(luigi.Task):
     """
 
     rows: int | None = None
+    found_done = False  # set when run() found the work already done (by another worker)
 
     def complete(self) -> bool:
         try:
@@ -79,6 +82,25 @@ class PipelineTask(luigi.Task):
 
     def progress_reporter(self, unit: str = "MiB", scale: float = 2**20) -> ProgressReporter:
         return ProgressReporter(self, unit=unit, scale=scale)
+
+
+def unless_done(run: Callable[[PipelineTask], None]) -> Callable[[PipelineTask], None]:
+    """Make run() do nothing when the output is already there.
+
+    Several workers schedule the same graph through luigid; one may find a task missing just before
+    another finishes it, and luigid then hands it out again. Checking again at run time keeps every
+    piece of work done once (and a concurrent replacement from unpublishing what a reader is using).
+    """
+
+    @functools.wraps(run)
+    def checked(self: PipelineTask) -> None:
+        if self.complete():
+            self.found_done = True
+            log.info("%s: already done (by another worker); nothing to do", self.task_id)
+            return
+        run(self)
+
+    return checked
 
 
 class MonthTask(PipelineTask):
@@ -178,7 +200,7 @@ def _on_start(task: PipelineTask) -> None:
 
 @PipelineTask.event_handler(luigi.Event.SUCCESS)
 def _on_success(task: PipelineTask) -> None:
-    _record(task, "DONE")
+    _record(task, "SKIPPED" if task.found_done else "DONE")
 
 
 @PipelineTask.event_handler(luigi.Event.FAILURE)

@@ -11,7 +11,7 @@ from luigi_tasks import config
 from luigi_tasks.catalog import SERVICES, ZONES, Dataset, service
 from luigi_tasks.lake import LakeEntry
 from luigi_tasks.lazy import lazy_module
-from luigi_tasks.tasks.base import MonthTask, PipelineTask, ReloadableTask, ZonesTask, log
+from luigi_tasks.tasks.base import MonthTask, PipelineTask, ReloadableTask, ZonesTask, log, unless_done
 from luigi_tasks.tasks.gcs import gcs_object, object_name
 from luigi_tasks.tasks.lake import lake_task
 
@@ -60,6 +60,7 @@ class _LoadToBigQuery(ReloadableTask):
     def output(self) -> BigQueryMonthTarget:
         return BigQueryMonthTarget(self.dataset, self.month, self.input()[0])
 
+    @unless_done
     def run(self) -> None:
         settings = config.gcp()
         bq = bigquery.client(settings)

@@ -16,7 +16,7 @@ from luigi_tasks.catalog import Dataset
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import LakeEntry, canonical_key
 from luigi_tasks.lazy import lazy_module
-from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log
+from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
 from luigi_tasks.tasks.lake import lake_task
 
 gcs = lazy_module("luigi_tasks.gcs")
@@ -80,6 +80,7 @@ class _UploadToGCS(ReloadableTask):
     def output(self) -> GCSObjectTarget:
         return GCSObjectTarget(config.gcp().bucket, object_name(canonical_key(self.dataset, self.month)), self.input())
 
+    @unless_done
     def run(self) -> None:
         target, source = self.output(), self.input()
         with source.lake.local_copy(source.key) as path:

@@ -17,7 +17,7 @@ from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.download import download, payload_kind, redact_url
 from luigi_tasks.files import fingerprints_of
 from luigi_tasks.lake import Lake, LakeEntry, canonical_key, entry_key, raw_key
-from luigi_tasks.tasks.base import MonthTask, PipelineTask, ReloadableTask, ZonesTask, log
+from luigi_tasks.tasks.base import MonthTask, PipelineTask, ReloadableTask, ZonesTask, log, unless_done
 
 
 class LakeFileTarget(luigi.Target):
@@ -58,6 +58,7 @@ class _Download(PipelineTask):
     def output(self) -> LakeFileTarget:
         return LakeFileTarget(config.lake().open(), raw_key(self.dataset, self.month, payload_kind(self.url)))
 
+    @unless_done
     def run(self) -> None:
         tlc = config.tlc()
         check_header = functools.partial(
@@ -110,6 +111,7 @@ class _Convert(ReloadableTask):
     def output(self) -> CanonicalTarget:
         return CanonicalTarget(config.lake().open(), canonical_key(self.dataset, self.month))
 
+    @unless_done
     def run(self) -> None:
         target, raw = self.output(), self.input()
         lake = target.lake

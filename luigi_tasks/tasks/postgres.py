@@ -10,7 +10,7 @@ from luigi_tasks import config
 from luigi_tasks.catalog import Dataset
 from luigi_tasks.lake import LakeEntry
 from luigi_tasks.postgres import checked_identifier, done_updates, load_month, load_zones, update_id
-from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log
+from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
 from luigi_tasks.tasks.lake import lake_task
 
 
@@ -40,6 +40,7 @@ class _LoadToPostgres(ReloadableTask):
         settings = config.postgres()
         return PostgresMarkerTarget(settings.dsn, settings.marker_table, update_id(self.dataset, self.month))
 
+    @unless_done
     def run(self) -> None:
         settings, source = config.postgres(), self.input()
         with source.lake.open_input(source.key) as parquet:

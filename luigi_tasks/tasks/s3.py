@@ -15,7 +15,7 @@ from luigi_tasks import config
 from luigi_tasks.catalog import Dataset
 from luigi_tasks.lake import LakeEntry, canonical_key
 from luigi_tasks.lazy import lazy_module
-from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log
+from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
 from luigi_tasks.tasks.gcs import checked_prefix, mirror_name, object_name
 from luigi_tasks.tasks.lake import lake_task
 
@@ -66,6 +66,7 @@ class _UploadToS3(ReloadableTask):
     def output(self) -> S3ObjectTarget:
         return S3ObjectTarget(config.s3().bucket, s3_key(canonical_key(self.dataset, self.month)), self.input())
 
+    @unless_done
     def run(self) -> None:
         target, source = self.output(), self.input()
         with source.lake.local_copy(source.key) as path:
