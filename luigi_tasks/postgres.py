@@ -290,3 +290,25 @@ def done_updates(dsn: str, marker_table: str, update_ids: list[str]) -> set[str]
         except psycopg2.errors.UndefinedTable:
             return set()  # nothing was ever loaded here
         return {row[0] for row in cur.fetchall()}
+
+
+def loaded_months(dsn: str, marker_table: str, dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
+    """Months marked done whose rows are still there: the month's partition attached to the service's table
+    (the zones table, for None). One query; a dropped table or a detached partition is not loaded."""
+    ids = {update_id(dataset, month): month for month in months}
+    table = table_name(dataset) if dataset is not ZONES else "zones"
+    holders = [quote_ident(table if month is None else _partition_name(table, month)) for month in ids.values()]
+    with connection(dsn) as conn, conn.cursor() as cur:
+        conn.autocommit = True  # a read: no BEGIN, one round trip
+        try:
+            cur.execute(
+                f"SELECT u.id FROM unnest(%s::text[], %s::text[]) AS u(id, holder)"
+                f" JOIN {quote_ident(marker_table)} m ON m.update_id = u.id"
+                " WHERE to_regclass(u.holder) IS NOT NULL AND (to_regclass(u.holder) = to_regclass(%s)"
+                "  OR EXISTS (SELECT 1 FROM pg_inherits i"
+                "   WHERE i.inhrelid = to_regclass(u.holder) AND i.inhparent = to_regclass(%s)))",
+                (list(ids), holders, quote_ident(table), quote_ident(table)),
+            )
+        except psycopg2.errors.UndefinedTable:
+            return set()  # nothing was ever loaded here
+        return {ids[row[0]] for row in cur.fetchall()}

@@ -9,22 +9,26 @@ import luigi
 from luigi_tasks import config
 from luigi_tasks.catalog import Dataset
 from luigi_tasks.lake import LakeEntry
-from luigi_tasks.postgres import checked_identifier, done_updates, load_month, load_zones, update_id
+from luigi_tasks.postgres import checked_identifier, load_month, load_zones, loaded_months
 from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
 from luigi_tasks.tasks.lake import lake_task
 
 
-class PostgresMarkerTarget(luigi.Target):
-    """Exists when the marker table has a row for `update_id` (e.g. 'yellow_tripdata:2021-01'), which the
-    load writes in its own transaction."""
+class PostgresMonthTarget(luigi.Target):
+    """Exists when the marker table has the month's row (e.g. 'yellow_tripdata:2021-01'), written in the load's
+    own transaction, and the month's partition (the zones table, for the lookup) is still in place."""
 
-    def __init__(self, dsn: str, marker_table: str, update_id: str) -> None:
-        self.dsn = dsn
-        self.marker_table = checked_identifier(marker_table, "[postgres] marker_table")
-        self.update_id = update_id
+    def __init__(self, dataset: Dataset, month: dt.date | None) -> None:
+        self.dataset, self.month = dataset, month
 
     def exists(self) -> bool:
-        return self.update_id in done_updates(self.dsn, self.marker_table, [self.update_id])
+        return bool(_loaded(self.dataset, [self.month]))
+
+
+def _loaded(dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
+    settings = config.postgres()
+    marker_table = checked_identifier(settings.marker_table, "[postgres] marker_table")
+    return loaded_months(settings.dsn, marker_table, dataset, months)
 
 
 class _LoadToPostgres(ReloadableTask):
@@ -36,9 +40,8 @@ class _LoadToPostgres(ReloadableTask):
     def requires(self) -> luigi.Task:
         return lake_task(getattr(self, "service", None), self.month)
 
-    def output(self) -> PostgresMarkerTarget:
-        settings = config.postgres()
-        return PostgresMarkerTarget(settings.dsn, settings.marker_table, update_id(self.dataset, self.month))
+    def output(self) -> PostgresMonthTarget:
+        return PostgresMonthTarget(self.dataset, self.month)
 
     @unless_done
     def run(self) -> None:
@@ -81,7 +84,5 @@ class PostgresSink:
         return LoadZonesToPostgres(reload=reload)
 
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
-        """One query on the marker table for every month asked about."""
-        settings = config.postgres()
-        ids = {update_id(dataset, month): month for month in entries}
-        return {ids[done] for done in done_updates(settings.dsn, settings.marker_table, list(ids))}
+        """One query on the marker table and the catalogue for every month asked about."""
+        return _loaded(dataset, list(entries)) if entries else set()
