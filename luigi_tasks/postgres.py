@@ -145,12 +145,29 @@ def _check_table(cur, table: str, dataset: Dataset, partitioned: bool) -> bool:
     return True
 
 
+def _lock(cur, key: str) -> None:
+    """Take a transaction-level advisory lock on `key`: other loaders wait for this transaction's end."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+
+
 def ensure_marker_table(cur, marker_table: str) -> None:
-    # The same shape as luigi's PostgresTarget marker table, so both can share it.
-    cur.execute(
-        f"CREATE TABLE IF NOT EXISTS {quote_ident(marker_table)} ("
-        " update_id TEXT PRIMARY KEY, target_table TEXT, inserted TIMESTAMP DEFAULT NOW())"
-    )
+    """Create the marker table once, even when several loaders start on an empty database at once."""
+    cur.execute("SELECT to_regclass(%s)", (quote_ident(marker_table),))
+    if cur.fetchone()[0] is not None:
+        return
+    _lock(cur, marker_table)
+    cur.execute("SAVEPOINT create_marker_table")
+    try:
+        # The same shape as luigi's PostgresTarget marker table, so both can share it.
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {quote_ident(marker_table)} ("
+            " update_id TEXT PRIMARY KEY, target_table TEXT, inserted TIMESTAMP DEFAULT NOW())"
+        )
+    except psycopg2.errors.UniqueViolation:
+        # A client outside our lock (luigi's PostgresTarget) created it meanwhile: the table is there now.
+        cur.execute("ROLLBACK TO SAVEPOINT create_marker_table")
+    else:
+        cur.execute("RELEASE SAVEPOINT create_marker_table")
 
 
 def _partition_name(table: str, month: dt.date) -> str:
@@ -165,7 +182,7 @@ def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: st
     table = table_name(dataset)
     partition = _partition_name(table, month)
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (table,))
+        _lock(cur, table)
         if not _check_table(cur, table, dataset, partitioned=True):
             cur.execute(_create_sql(table, dataset, partitioned=True))
         cur.execute(
@@ -253,13 +270,17 @@ def load_month(
     expected_rows = pq.read_metadata(parquet).num_rows
     with connection(dsn) as conn:
         partition = prepare_month_table(conn, dataset, month, marker_table)
+        update = update_id(dataset, month)
         with conn.cursor() as cur:
+            # Loads of one month take turns until commit: the second deletes what the first committed
+            # (its DELETE runs after the wait, so it sees those rows) instead of adding the month again.
+            _lock(cur, update)
             cur.execute(f"DELETE FROM {quote_ident(partition)}")
             columns = [name for name, _ in _expected_columns(dataset, with_lineage=True)]
             copied = _copy(cur, partition, columns, parquet, month, progress)
             if copied != expected_rows:
-                raise PipelineError(f"{update_id(dataset, month)}: copied {copied:,} rows, expected {expected_rows:,}")
-            _mark(cur, marker_table, update_id(dataset, month), table_name(dataset))
+                raise PipelineError(f"{update}: copied {copied:,} rows, expected {expected_rows:,}")
+            _mark(cur, marker_table, update, table_name(dataset))
         conn.commit()
     return copied
 
@@ -268,7 +289,7 @@ def load_zones(dsn: str, parquet: Path, *, marker_table: str) -> int:
     """Replace the zones table with the lookup's rows, in one transaction."""
     with connection(dsn) as conn:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('zones'))")
+            _lock(cur, "zones")  # held to the commit: concurrent loads of the zones take turns
             if not _check_table(cur, "zones", ZONES, partitioned=False):
                 cur.execute(_create_sql("zones", ZONES, partitioned=False))
             ensure_marker_table(cur, marker_table)
