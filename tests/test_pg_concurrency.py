@@ -30,18 +30,22 @@ def _load(barrier, results, index: int, dsn: str, parquet: Path, dataset: Datase
         results.put((index, f"{type(exc).__name__}: {exc}"))
 
 
-def load_at_once(dsn: str, jobs: list[tuple[Path, Dataset | None, str | None]]) -> list[int | str]:
-    """Run each (parquet, dataset or None for zones, month) load in its own process, all released at once."""
+def start_loads(dsn: str, jobs: list[tuple[Path, Dataset | None, str | None]]):
+    """Start each (parquet, dataset or None for zones, month) load in its own process, all released at once."""
     barrier, results = _FORK.Barrier(len(jobs)), _FORK.Queue()
-    children = [
-        _FORK.Process(target=_load, args=(barrier, results, i, dsn, *job), daemon=True) for i, job in enumerate(jobs)
-    ]
-    for child in children:
-        child.start()
-    outcome = dict(results.get(timeout=120) for _ in children)
-    for child in children:
-        child.join(timeout=30)
-    return [outcome[i] for i in range(len(jobs))]
+    for i, job in enumerate(jobs):
+        _FORK.Process(target=_load, args=(barrier, results, i, dsn, *job), daemon=True).start()
+    return results
+
+
+def outcomes(results, count: int) -> list[int | str]:
+    """Each load's rows, or its error, in the order the loads were given."""
+    found = dict(results.get(timeout=120) for _ in range(count))
+    return [found[i] for i in range(count)]
+
+
+def load_at_once(dsn: str, jobs: list[tuple[Path, Dataset | None, str | None]]) -> list[int | str]:
+    return outcomes(start_loads(dsn, jobs), len(jobs))
 
 
 def zones_parquet(tmp_path: Path) -> Path:
@@ -95,27 +99,21 @@ def _waiting_loads(dsn: str) -> int:
 def test_marker_table_created_meanwhile_by_another_client(pg_dsn, tmp_path):
     """luigi's own PostgresTarget shares the marker table and creates it without our lock: both loads go on."""
     other = psycopg2.connect(pg_dsn)
-    with other.cursor() as cur:  # created, not yet committed: the loads meet it mid-creation
+    with other.cursor() as cur:  # luigi's SQL, not yet committed: the loads meet the table mid-creation
         cur.execute(
-            "CREATE TABLE table_updates (update_id TEXT PRIMARY KEY, target_table TEXT, inserted TIMESTAMP DEFAULT NOW())"
+            "CREATE TABLE IF NOT EXISTS table_updates"
+            " (update_id TEXT PRIMARY KEY, target_table TEXT, inserted TIMESTAMP DEFAULT NOW())"
         )
     yellow = canonical(tmp_path, YELLOW, "2021-01", 1_000)
     green = canonical(tmp_path, GREEN, "2021-01", 1_000)
-    barrier, results = _FORK.Barrier(2), _FORK.Queue()
-    jobs = [(yellow, YELLOW, "2021-01"), (green, GREEN, "2021-01")]
-    children = [
-        _FORK.Process(target=_load, args=(barrier, results, i, pg_dsn, *job), daemon=True) for i, job in enumerate(jobs)
-    ]
-    for child in children:
-        child.start()
+    results = start_loads(pg_dsn, [(yellow, YELLOW, "2021-01"), (green, GREEN, "2021-01")])
     deadline = time.monotonic() + 60
     while _waiting_loads(pg_dsn) < 2:
         assert time.monotonic() < deadline, "the loads never waited for the marker table"
         time.sleep(0.02)
     other.commit()
     other.close()
-    outcome = dict(results.get(timeout=60) for _ in children)
-    assert outcome == {0: 1_000, 1: 1_000}
+    assert outcomes(results, 2) == [1_000, 1_000]
     assert query(pg_dsn, "SELECT update_id FROM table_updates ORDER BY 1") == [
         ("green_tripdata:2021-01",),
         ("yellow_tripdata:2021-01",),
