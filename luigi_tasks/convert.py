@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from luigi_tasks.catalog import CODE, TIME, ColumnPlan, Dataset, next_month, plan_columns
+from luigi_tasks.catalog import CODE, TIME, TLC_TIME_ZONE, ColumnPlan, Dataset, next_month, plan_columns
 from luigi_tasks.download import payload_kind, redact_url
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.files import atomic_path, sha256_of
@@ -181,7 +181,7 @@ def _canonical(batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, whe
         if column.name not in spelled:
             arrays.append(pa.nulls(batch.num_rows, column.type))
             continue
-        values = batch.column(column.name)
+        values = _wall_clock(batch.column(column.name))
         if values.type != column.type:
             try:
                 values = pc.cast(values, column.type, safe=True)
@@ -191,6 +191,14 @@ def _canonical(batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, whe
                 ) from None
         arrays.append(values)
     return pa.RecordBatch.from_arrays(arrays, schema=dataset.schema)
+
+
+def _wall_clock(values: pa.Array) -> pa.Array:
+    """Zone-aware times as New York wall-clock times without a zone (05:00 UTC -> 00:00 in January)."""
+    if not pa.types.is_timestamp(values.type) or values.type.tz is None:
+        return values
+    # Changing the zone of the type keeps the instants; local_timestamp then gives that zone's wall clock.
+    return pc.local_timestamp(values.cast(pa.timestamp(values.type.unit, tz=TLC_TIME_ZONE)))
 
 
 class _PickupStats:
