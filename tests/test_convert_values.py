@@ -13,6 +13,7 @@ import pytest
 from luigi_tasks import ToParquet
 from luigi_tasks.catalog import FHV, TIME, YELLOW
 from luigi_tasks.convert import read_manifest, to_canonical_parquet
+from luigi_tasks.errors import DataError
 from luigi_tasks.synthetic import write_trip_csv
 from tests.conftest import PARQUET_PATH, files_under, luigi_settings, month, month_path, run_tasks
 
@@ -101,3 +102,48 @@ def test_zone_aware_parquet_through_the_graph(tmp_path, server):
         "raw/yellow/yellow_tripdata_2021-01.parquet",
         "yellow/2021/yellow_tripdata_2021-01.parquet",
     ]
+
+
+BIG = 2**53 + 1  # 9007199254740993: the first integer a float64 cannot hold
+
+
+def _csv_with_codes(tmp_path, codes: list[str]):
+    """A yellow month whose VendorID column holds these texts (the other columns as the generator wrote them)."""
+    lines = write_trip_csv(tmp_path / "y.csv", YELLOW, month("2021-01"), len(codes), seed=6).read_text().splitlines()
+    header = lines[0].split(",")
+    column = header.index("VendorID")
+    rows = []
+    for line, code in zip(lines[1:], codes, strict=True):
+        fields = line.split(",")
+        fields[column] = code
+        rows.append(",".join(fields))
+    raw = tmp_path / "yellow_tripdata_2021-01.csv"
+    raw.write_text("\n".join([lines[0], *rows]) + "\n")
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("codes", "expected"),
+    [
+        ([str(BIG), "", "-" + str(BIG), str(2**63 - 1), "2"], [BIG, None, -BIG, 2**63 - 1, 2]),
+        ([str(BIG), "1.0", "", " 3 ", "4.000", str(BIG) + ".0", "1e16"], [BIG, 1, None, 3, 4, BIG, 10**16]),
+        (["1.0", "", " 3 ", "4.000", "265"], [1, None, 3, 4, 265]),
+    ],
+    ids=["plain-integers", "with-float-spellings", "small-float-spellings"],
+)
+def test_integer_codes_above_2_to_the_53_survive_exactly(tmp_path, codes, expected):
+    table, manifest = _convert(_csv_with_codes(tmp_path, codes), tmp_path)
+    assert table["VendorID"].to_pylist() == expected
+    assert (manifest.rows_in, manifest.rows_out) == (len(codes), len(codes))
+
+
+# 2^52 + 0.5 and 2^53 + 1.5 are whole numbers once rounded to float64.
+@pytest.mark.parametrize("bad", ["1.5", str(2**52) + ".5", str(BIG) + ".5", "1e400", "x"])
+def test_a_fractional_or_non_numeric_code_names_the_column_and_leaves_nothing(tmp_path, bad):
+    raw = _csv_with_codes(tmp_path, [str(BIG), bad, "1"])
+    with pytest.raises(DataError) as error:
+        _convert(raw, tmp_path)
+    assert str(error.value) == (
+        f"yellow 2021-01 ({raw}): column 'VendorID' cannot be read as int64: {bad!r} is not a whole number within int64"
+    )
+    assert files_under(tmp_path / "out") == []
