@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import psycopg2
 import psycopg2.errors
@@ -36,6 +37,10 @@ _BATCH_ROWS = 16_384
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 RowProgress = Callable[[int, "int | None"], None]
+_UNPARSEABLE_DSN = (
+    "[postgres] dsn is not a libpq URI or key=value string (libpq's reason is not shown: it may quote the password);"
+    " expected e.g. host=H user=U password='a b' dbname=D, or a URI with its password percent-encoded"
+)
 
 
 def quote_ident(name: str) -> str:
@@ -67,11 +72,27 @@ def describe_dsn(dsn: str) -> str:
     return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
 
 
+# The password as written in a DSN: conninfo `password=...` (quoted or not), a URI's `?password=` or `user:password@`.
+_WRITTEN_PASSWORD = re.compile(
+    r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|(?:\\.|[^\s\\])+)|[?&]password=([^&#]*)|^\w+://[^:@/]*:([^@/]*)@"
+)
+
+
+def _spellings(password: str) -> set[str]:
+    """How a password may be written: as is, escaped for conninfo, percent-encoded (either hex case)."""
+    encoded = {quote(password, safe=""), quote(password), quote_plus(password)}
+    encoded |= {re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), e) for e in encoded}
+    return {password, password.replace("\\", "\\\\").replace("'", "\\'"), *encoded}
+
+
 def _secrets(dsn: str) -> list[str]:
-    found = [os.environ.get("PGPASSWORD", "")]
+    """Every spelling of the passwords in play (PGPASSWORD's, the DSN's), longest first so none is left in part."""
+    passwords = {os.environ.get("PGPASSWORD", "")}
     with suppress(psycopg2.ProgrammingError):
-        found.append(psycopg2.extensions.parse_dsn(dsn).get("password", "") if dsn else "")
-    return [s for s in found if s]
+        passwords.add(psycopg2.extensions.parse_dsn(dsn).get("password", "") if dsn else "")
+    written = {group for match in _WRITTEN_PASSWORD.finditer(dsn) for group in match.groups() if group}
+    found = {spelling for p in passwords if p for spelling in _spellings(p)} | written | {w.strip("'") for w in written}
+    return sorted((s for s in found if s), key=len, reverse=True)
 
 
 def _masked(text: str, dsn: str) -> str:
@@ -85,6 +106,9 @@ def connection(dsn: str) -> Iterator[psycopg2.extensions.connection]:
     """A connection whose errors name the server, never the password; closed on exit."""
     try:
         conn = psycopg2.connect(dsn, connect_timeout=10, application_name="luigi_tasks")
+    except psycopg2.ProgrammingError:
+        # libpq's reason quotes the DSN around the fault, and so maybe the password: it is not shown.
+        raise DataError(_UNPARSEABLE_DSN) from None
     except psycopg2.OperationalError as exc:
         raise PipelineError(f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {_masked(str(exc), dsn)}") from None
     try:
