@@ -161,6 +161,19 @@ def test_the_webhook_is_sent_when_the_run_history_cannot_be_written(lake, webhoo
     ]
     unrecorded = [line for line in luigi_log if line.startswith("could not record")]
     assert len(unrecorded) == 2
-    assert all(
-        line.startswith("could not record ") and f" in the run history {history}: " in line for line in unrecorded
-    )
+    cause = "database or disk is full" if where == "full-disk" else "File exists"
+    assert all(f": cannot write the run history {history}: " in line and cause in line for line in unrecorded)
+
+
+def test_a_failure_is_posted_when_a_bad_lake_setting_hides_the_history_too(lake, webhook, luigi_log):
+    # The history's default place is in the lake, so a bad [lake] setting fails the history as well.
+    settings = {("lake", "row_group_rows"): "0", ("history", "path"): "", ("notify", "webhook_url"): webhook.url}
+    with luigi_settings(settings):
+        task = DownloadTripData(service="yellow", month=month("2020-07"))
+        result, _ = run_tasks(task)
+    assert result.status == luigi.LuigiStatusCode.SCHEDULING_FAILED
+    message = "[lake] row_group_rows 0 is out of range: expected 1 or more rows"
+    assert [body["error"] for body in webhook.bodies] == [f"cannot tell whether it is done: {message}"]
+    assert [line for line in luigi_log if line.startswith("could not record")] == [
+        f"could not record {task.task_id}: {message}"
+    ]

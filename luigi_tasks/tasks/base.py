@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sqlite3
 import time
 
 import luigi
@@ -163,8 +162,8 @@ def _on_failure(task: PipelineTask, exception: BaseException) -> None:
 def _report_failure(task: PipelineTask, message: str) -> None:
     try:
         _record(task, "FAILED", message)
-    except (sqlite3.Error, OSError) as exc:  # a full or read-only disk: the webhook matters all the more
-        log.error("could not record %s in the run history %s: %s", task.task_id, config.history().file, exc)
+    except PipelineError as exc:  # a full or read-only disk, a bad [lake]: the webhook matters all the more
+        log.error("could not record %s: %s", task.task_id, exc)
     url = config.notify().webhook_url
     if url:
         params = task.to_str_params(only_significant=True)
