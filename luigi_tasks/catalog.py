@@ -20,6 +20,8 @@ from luigi_tasks.errors import DataError
 CODE = pa.int64()
 AMOUNT = pa.float64()
 TIME = pa.timestamp("us")
+# TLC times are New York wall-clock times; the canonical files keep them so, without a zone.
+TLC_TIME_ZONE = "America/New_York"
 TEXT = pa.string()
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from pathlib import Path
 
 import luigi
 
+from luigi_tasks.download import redact_url
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import Lake, open_lake
 
@@ -19,6 +21,38 @@ COURSE_CSV_URL = (
 )
 TLC_PARQUET_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/{service}_tripdata_{year}-{month}.parquet"
 ZONES_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/misc/taxi_zone_lookup.csv"
+_URL_PLACEHOLDERS = ("{service}", "{year}", "{month}")
+_URL_EXPECTED = "expected a URL template with {service}, {year} and {month} and no other placeholder"
+
+
+def _placeholders(template: str) -> list[str]:
+    """Each replacement field as written, e.g. '{month}' or '{month!r}'; ValueError if the braces do not pair."""
+    return [
+        "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        for _, name, spec, conversion in string.Formatter().parse(template)
+        if name is not None
+    ]
+
+
+def check_url_template(template: str, key: str) -> None:
+    """A month's URL must differ by service, year and month, and format without a KeyError at download time."""
+    shown = redact_url(template)  # a signed URL's query string is a secret
+    try:
+        found = _placeholders(template)
+    except ValueError as exc:
+        raise DataError(f"{key} {shown!r} is not a valid template ({exc}): {_URL_EXPECTED}") from None
+    unknown = [p for p in found if p not in _URL_PLACEHOLDERS]
+    if unknown:
+        raise DataError(f"{key} {shown!r} has an unknown placeholder {unknown[0]}: {_URL_EXPECTED}")
+    missing = [p for p in _URL_PLACEHOLDERS if p not in found]
+    if missing:
+        raise DataError(f"{key} {shown!r} lacks {' and '.join(missing)}: {_URL_EXPECTED}")
+
+
+def check_setting(ok: bool, key: str, value: object, expected: str) -> None:
+    """One line naming the setting, its value and what it should be, unless `ok`."""
+    if not ok:
+        raise DataError(f"{key} {value!r} is out of range: expected {expected}")
 
 
 class tlc(luigi.Config):  # noqa: N801 - the class name is the config section's name
@@ -52,6 +86,14 @@ class tlc(luigi.Config):  # noqa: N801 - the class name is the config section's 
         description="What a source column the catalogue does not know does: fail the month, or be dropped",
     )
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        check_url_template(self.csv_url, "[tlc] csv_url")
+        check_url_template(self.parquet_url, "[tlc] parquet_url")
+        check_setting(self.retries >= 0, "[tlc] retries", self.retries, "0 or more retries")
+        check_setting(self.retry_backoff >= 0, "[tlc] retry_backoff", self.retry_backoff, "0 or more seconds")
+        check_setting(self.timeout > 0, "[tlc] timeout", self.timeout, "more than 0 seconds")
+
     def url_for(self, service: str, year: str, month: str) -> str:
         template = self.parquet_url if self.source == "parquet" else self.csv_url
         return template.format(service=service, year=year, month=month)
@@ -76,6 +118,10 @@ class lake(luigi.Config):  # noqa: N801
         parsing=luigi.BoolParameter.EXPLICIT_PARSING,
         description="Keep the downloaded file in {root}/raw after conversion (false deletes it)",
     )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        check_setting(self.row_group_rows > 0, "[lake] row_group_rows", self.row_group_rows, "1 or more rows")
 
     def open(self) -> Lake:
         """The lake, checked once per process: a forked worker process makes its own store client (one

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import dataclasses
 import datetime as dt
+import decimal
 import errno
 import gzip
 import io
@@ -27,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from luigi_tasks.catalog import CODE, TIME, ColumnPlan, Dataset, next_month, plan_columns
+from luigi_tasks.catalog import CODE, TIME, TLC_TIME_ZONE, ColumnPlan, Dataset, next_month, plan_columns
 from luigi_tasks.download import payload_kind, redact_url
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.files import atomic_path, sha256_of
@@ -37,6 +38,9 @@ MANIFEST_KEY = b"luigi_tasks.manifest"
 # Arrow's streaming reader reads and parses ahead on its own threads while this thread encodes.
 CSV_BLOCK_BYTES = 1 << 20
 _RAGGED = re.compile(r"Expected (\d+) columns, got (\d+)")
+# Below 2^32 a float64 keeps every integer and about six decimals of fraction, so "1.5" cannot pass as whole.
+_FLOAT64_SAFE_BELOW = 2**32
+_WHOLE_DECIMAL = pa.decimal128(38, 10)  # 28 integer digits hold any int64
 
 RowProgress = Callable[[int, "int | None"], None]
 
@@ -181,16 +185,67 @@ def _canonical(batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, whe
         if column.name not in spelled:
             arrays.append(pa.nulls(batch.num_rows, column.type))
             continue
-        values = batch.column(column.name)
-        if values.type != column.type:
-            try:
-                values = pc.cast(values, column.type, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise DataError(
-                    f"{where}: column {spelled[column.name]!r} cannot be read as {column.type}: {exc}"
-                ) from None
-        arrays.append(values)
+        try:
+            arrays.append(_cast(batch.column(column.name), column.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataError(
+                f"{where}: column {spelled[column.name]!r} cannot be read as {column.type}: {exc}"
+            ) from None
     return pa.RecordBatch.from_arrays(arrays, schema=dataset.schema)
+
+
+def _cast(values: pa.Array, canonical: pa.DataType) -> pa.Array:
+    """One source column as its canonical type; ArrowInvalid when a value does not fit it."""
+    if canonical == TIME:
+        values = _wall_clock(values)
+    elif canonical == CODE and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return _integer_codes(values)
+    return values if values.type == canonical else pc.cast(values, canonical, safe=True)
+
+
+def _integer_codes(text: pa.Array) -> pa.Array:
+    """int64 codes from text, exactly: '9007199254740993' stays itself, '1.0' is 1, '1.5' is an ArrowInvalid."""
+    try:
+        return _parsed_codes(text)
+    except pa.ArrowInvalid as exc:
+        bad = _first_non_integer(text)
+        raise pa.ArrowInvalid(f"{bad!r} is not a whole number within int64" if bad else str(exc)) from None
+
+
+def _parsed_codes(text: pa.Array) -> pa.Array:
+    # Some files write codes as floats ("1.0", pandas' way with blanks), so parse as float64 first: it is
+    # fast, and exact for codes of usual size. (A failing cast is slow in Arrow: never the usual path.)
+    try:
+        floats = pc.cast(text, pa.float64())
+    except pa.ArrowInvalid:
+        text = pc.utf8_trim_whitespace(text)  # " 3 ": the CSV reader's own number parsing allowed it
+        floats = pc.cast(text, pa.float64())
+    if (pc.max(pc.abs(floats)).as_py() or 0) < _FLOAT64_SAFE_BELOW:
+        return pc.cast(floats, CODE)
+    # Larger values (2^53 + 1 has no float64) come from the text itself: integers, else decimals, which refuse 1.5.
+    try:
+        return pc.cast(text, CODE)
+    except pa.ArrowInvalid:
+        return pc.cast(pc.cast(text, _WHOLE_DECIMAL), CODE)
+
+
+def _first_non_integer(text: pa.Array) -> str | None:
+    """The first value that is not a whole number within int64 (the error path only, so plain Python)."""
+    for value in text.drop_null().to_pylist():
+        with contextlib.suppress(decimal.InvalidOperation):
+            number = decimal.Decimal(value)
+            if number == number.to_integral_value() and -(2**63) <= number < 2**63:
+                continue
+        return value
+    return None
+
+
+def _wall_clock(values: pa.Array) -> pa.Array:
+    """Zone-aware times as New York wall-clock times without a zone (05:00 UTC -> 00:00 in January)."""
+    if not pa.types.is_timestamp(values.type) or values.type.tz is None:
+        return values
+    # Changing the zone of the type keeps the instants; local_timestamp then gives that zone's wall clock.
+    return pc.local_timestamp(values.cast(pa.timestamp(values.type.unit, tz=TLC_TIME_ZONE)))
 
 
 class _PickupStats:
@@ -261,8 +316,8 @@ class _CsvSource:
         # Unread columns get placeholder names so that a blank or repeated name cannot clash.
         names = [read_names.get(name, f"__unread_{i}") for i, name in enumerate(self.header)]
         types = {
-            # Integer codes are read as float64 and cast safely: some files write them as "1.0".
-            column.name: pa.float64() if column.type == CODE else column.type
+            # Integer codes are read as text, then cast exactly (_integer_codes): some files write them as "1.0".
+            column.name: pa.string() if column.type == CODE else column.type
             for _, column in self.plan.read
         }
         reader_options = dict(

@@ -19,3 +19,7 @@ class NotPublished(SourceError):
 
 class RetryableSourceError(SourceError):
     """A transient failure (connection reset, 5xx, short read) that a retry may fix."""
+
+
+class HistoryError(PipelineError):
+    """The run history could not be written: a full or read-only disk, a path that cannot be a file."""

@@ -6,12 +6,16 @@ Read it with `python -m luigi_tasks.runs` (the last runs) or any SQLite client.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import socket
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
+
+from luigi_tasks.errors import HistoryError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -39,6 +43,15 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+@contextlib.contextmanager
+def _write_errors_named(path: Path) -> Iterator[None]:
+    """sqlite's and the OS's errors as one HistoryError naming the file (sqlite's own do not)."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise HistoryError(f"cannot write the run history {path}: {exc}") from None
+
+
 def record(
     path: Path,
     *,
@@ -52,7 +65,7 @@ def record(
 ) -> None:
     finished = dt.datetime.now()
     seconds = (finished - started).total_seconds() if started else None
-    with _connect(path) as db:
+    with _write_errors_named(path), _connect(path) as db:
         db.execute(
             "INSERT INTO runs (task_id, task_family, params, status, started, finished, seconds, rows, error,"
             " host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

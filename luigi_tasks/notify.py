@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import socket
+from urllib.parse import urlsplit
 
 import requests
-
-from luigi_tasks.download import redact_url
 
 log = logging.getLogger("luigi-interface")
 
@@ -25,10 +24,16 @@ def failure_payload(task_id: str, family: str, params: dict[str, str], error: st
     }
 
 
+def webhook_origin(url: str) -> str:
+    """scheme://host[:port] of the webhook: its path is a secret too (a Slack token lives there)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+
+
 def post_failure(url: str, payload: dict) -> None:
     try:
         response = requests.post(url, json=payload, timeout=10)
         response.raise_for_status()
     except requests.RequestException as exc:
         # A notification that cannot be sent must not hide the failure it reports.
-        log.warning("could not notify %s of %s: %s", redact_url(url), payload["task_id"], type(exc).__name__)
+        log.warning("could not notify %s of %s: %s", webhook_origin(url), payload["task_id"], type(exc).__name__)

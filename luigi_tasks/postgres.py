@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import psycopg2
 import psycopg2.errors
@@ -36,6 +37,10 @@ _BATCH_ROWS = 16_384
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 RowProgress = Callable[[int, "int | None"], None]
+_UNPARSEABLE_DSN = (
+    "[postgres] dsn is not a libpq URI or key=value string (libpq's reason is not shown: it may quote the password);"
+    " expected e.g. host=H user=U password='a b' dbname=D, or a URI with its password percent-encoded"
+)
 
 
 def quote_ident(name: str) -> str:
@@ -67,11 +72,27 @@ def describe_dsn(dsn: str) -> str:
     return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
 
 
+# The password as written in a DSN: conninfo `password=...` (quoted or not), a URI's `?password=` or `user:password@`.
+_WRITTEN_PASSWORD = re.compile(
+    r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|(?:\\.|[^\s\\])+)|[?&]password=([^&#]*)|^\w+://[^:@/]*:([^@/]*)@"
+)
+
+
+def _spellings(password: str) -> set[str]:
+    """How a password may be written: as is, escaped for conninfo, percent-encoded (either hex case)."""
+    encoded = {quote(password, safe=""), quote(password), quote_plus(password)}
+    encoded |= {re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), e) for e in encoded}
+    return {password, password.replace("\\", "\\\\").replace("'", "\\'"), *encoded}
+
+
 def _secrets(dsn: str) -> list[str]:
-    found = [os.environ.get("PGPASSWORD", "")]
+    """Every spelling of the passwords in play (PGPASSWORD's, the DSN's), longest first so none is left in part."""
+    passwords = {os.environ.get("PGPASSWORD", "")}
     with suppress(psycopg2.ProgrammingError):
-        found.append(psycopg2.extensions.parse_dsn(dsn).get("password", "") if dsn else "")
-    return [s for s in found if s]
+        passwords.add(psycopg2.extensions.parse_dsn(dsn).get("password", "") if dsn else "")
+    written = {group for match in _WRITTEN_PASSWORD.finditer(dsn) for group in match.groups() if group}
+    found = {spelling for p in passwords if p for spelling in _spellings(p)} | written | {w.strip("'") for w in written}
+    return sorted((s for s in found if s), key=len, reverse=True)
 
 
 def _masked(text: str, dsn: str) -> str:
@@ -85,6 +106,9 @@ def connection(dsn: str) -> Iterator[psycopg2.extensions.connection]:
     """A connection whose errors name the server, never the password; closed on exit."""
     try:
         conn = psycopg2.connect(dsn, connect_timeout=10, application_name="luigi_tasks")
+    except psycopg2.ProgrammingError:
+        # libpq's reason quotes the DSN around the fault, and so maybe the password: it is not shown.
+        raise DataError(_UNPARSEABLE_DSN) from None
     except psycopg2.OperationalError as exc:
         raise PipelineError(f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {_masked(str(exc), dsn)}") from None
     try:
@@ -145,12 +169,29 @@ def _check_table(cur, table: str, dataset: Dataset, partitioned: bool) -> bool:
     return True
 
 
+def _lock(cur, key: str) -> None:
+    """Take a transaction-level advisory lock on `key`: other loaders wait for this transaction's end."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+
+
 def ensure_marker_table(cur, marker_table: str) -> None:
-    # The same shape as luigi's PostgresTarget marker table, so both can share it.
-    cur.execute(
-        f"CREATE TABLE IF NOT EXISTS {quote_ident(marker_table)} ("
-        " update_id TEXT PRIMARY KEY, target_table TEXT, inserted TIMESTAMP DEFAULT NOW())"
-    )
+    """Create the marker table once, even when several loaders start on an empty database at once."""
+    cur.execute("SELECT to_regclass(%s)", (quote_ident(marker_table),))
+    if cur.fetchone()[0] is not None:
+        return
+    _lock(cur, marker_table)
+    cur.execute("SAVEPOINT create_marker_table")
+    try:
+        # The same shape as luigi's PostgresTarget marker table, so both can share it.
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {quote_ident(marker_table)} ("
+            " update_id TEXT PRIMARY KEY, target_table TEXT, inserted TIMESTAMP DEFAULT NOW())"
+        )
+    except psycopg2.errors.UniqueViolation:
+        # A client outside our lock (luigi's PostgresTarget) created it meanwhile: the table is there now.
+        cur.execute("ROLLBACK TO SAVEPOINT create_marker_table")
+    else:
+        cur.execute("RELEASE SAVEPOINT create_marker_table")
 
 
 def _partition_name(table: str, month: dt.date) -> str:
@@ -165,7 +206,7 @@ def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: st
     table = table_name(dataset)
     partition = _partition_name(table, month)
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (table,))
+        _lock(cur, table)
         if not _check_table(cur, table, dataset, partitioned=True):
             cur.execute(_create_sql(table, dataset, partitioned=True))
         cur.execute(
@@ -253,13 +294,17 @@ def load_month(
     expected_rows = pq.read_metadata(parquet).num_rows
     with connection(dsn) as conn:
         partition = prepare_month_table(conn, dataset, month, marker_table)
+        update = update_id(dataset, month)
         with conn.cursor() as cur:
+            # Loads of one month take turns until commit: the second deletes what the first committed
+            # (its DELETE runs after the wait, so it sees those rows) instead of adding the month again.
+            _lock(cur, update)
             cur.execute(f"DELETE FROM {quote_ident(partition)}")
             columns = [name for name, _ in _expected_columns(dataset, with_lineage=True)]
             copied = _copy(cur, partition, columns, parquet, month, progress)
             if copied != expected_rows:
-                raise PipelineError(f"{update_id(dataset, month)}: copied {copied:,} rows, expected {expected_rows:,}")
-            _mark(cur, marker_table, update_id(dataset, month), table_name(dataset))
+                raise PipelineError(f"{update}: copied {copied:,} rows, expected {expected_rows:,}")
+            _mark(cur, marker_table, update, table_name(dataset))
         conn.commit()
     return copied
 
@@ -268,7 +313,7 @@ def load_zones(dsn: str, parquet: Path, *, marker_table: str) -> int:
     """Replace the zones table with the lookup's rows, in one transaction."""
     with connection(dsn) as conn:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('zones'))")
+            _lock(cur, "zones")  # held to the commit: concurrent loads of the zones take turns
             if not _check_table(cur, "zones", ZONES, partitioned=False):
                 cur.execute(_create_sql("zones", ZONES, partitioned=False))
             ensure_marker_table(cur, marker_table)

@@ -209,7 +209,10 @@ def _on_failure(task: PipelineTask, exception: BaseException) -> None:
 
 
 def _report_failure(task: PipelineTask, message: str) -> None:
-    _record(task, "FAILED", message)
+    try:
+        _record(task, "FAILED", message)
+    except PipelineError as exc:  # a full or read-only disk, a bad [lake]: the webhook matters all the more
+        log.error("could not record %s: %s", task.task_id, exc)
     url = config.notify().webhook_url
     if url:
         params = task.to_str_params(only_significant=True)

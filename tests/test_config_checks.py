@@ -1,0 +1,73 @@
+"""Bad settings are refused before any work, in one line naming the setting, its value and what was expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from luigi_tasks import config
+from luigi_tasks.errors import DataError
+from tests.conftest import files_under, luigi_command, luigi_settings, pipeline_settings, write_config
+
+TEMPLATE = "expected a URL template with {service}, {year} and {month} and no other placeholder"
+CSV = "http://127.0.0.1:9/csv/{service}/{service}_tripdata_{year}-{month}.csv.gz"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("tlc", "csv_url", "http://h/{service}_{year}.csv.gz",
+         f"[tlc] csv_url 'http://h/{{service}}_{{year}}.csv.gz' lacks {{month}}: {TEMPLATE}"),
+        ("tlc", "parquet_url", "http://h/trips-{month}.parquet",
+         f"[tlc] parquet_url 'http://h/trips-{{month}}.parquet' lacks {{service}} and {{year}}: {TEMPLATE}"),
+        ("tlc", "csv_url", CSV.replace("{month}", "{mon}"),
+         f"[tlc] csv_url '{CSV.replace('{month}', '{mon}')}' has an unknown placeholder {{mon}}: {TEMPLATE}"),
+        ("tlc", "csv_url", CSV.replace("{month}", "{month:>3}"),
+         f"[tlc] csv_url '{CSV.replace('{month}', '{month:>3}')}' has an unknown placeholder {{month:>3}}: {TEMPLATE}"),
+        ("tlc", "csv_url", CSV.replace("{month}", "{month"),
+         f"[tlc] csv_url '{CSV.replace('{month}', '{month')}' is not a valid template"
+         f" (expected '}}' before end of string): {TEMPLATE}"),
+        # A signed URL's query string is a secret: the message shows the URL without it.
+        ("tlc", "csv_url", "http://h/{service}/{year}.csv.gz?sig=url-secret",
+         f"[tlc] csv_url 'http://h/{{service}}/{{year}}.csv.gz' lacks {{month}}: {TEMPLATE}"),
+        ("tlc", "retries", "-1", "[tlc] retries -1 is out of range: expected 0 or more retries"),
+        ("tlc", "retry_backoff", "-0.5", "[tlc] retry_backoff -0.5 is out of range: expected 0 or more seconds"),
+        ("tlc", "timeout", "0", "[tlc] timeout 0.0 is out of range: expected more than 0 seconds"),
+        ("tlc", "timeout", "-3", "[tlc] timeout -3.0 is out of range: expected more than 0 seconds"),
+        ("lake", "row_group_rows", "0", "[lake] row_group_rows 0 is out of range: expected 1 or more rows"),
+        ("lake", "row_group_rows", "-5", "[lake] row_group_rows -5 is out of range: expected 1 or more rows"),
+    ],
+)  # fmt: skip
+def test_a_bad_setting_is_one_line_naming_setting_value_and_expectation(section, key, value, message):
+    with luigi_settings({(section, key): value}), pytest.raises(DataError) as error:
+        getattr(config, section)()
+    assert str(error.value) == message
+
+
+def test_good_settings_pass():
+    settings = {
+        ("tlc", "csv_url"): "file:///srv/tlc/{service}/{year}/{service}_{year}-{month}.csv?x={{literal}}",
+        ("tlc", "retries"): "0",
+        ("tlc", "retry_backoff"): "0",
+        ("lake", "row_group_rows"): "1",
+    }
+    with luigi_settings(settings):
+        assert config.tlc().url_for("green", "2020", "01") == "file:///srv/tlc/green/2020/green_2020-01.csv?x={literal}"
+        assert config.lake().row_group_rows == 1
+
+
+def test_a_bad_url_template_stops_the_cli_before_any_download(tmp_path, server):
+    settings = {
+        **pipeline_settings(server, tmp_path / "lake"),
+        ("tlc", "csv_url"): server.base_url + CSV.split(":9", 1)[1].replace("{month}", "{mon}"),
+    }
+    done = luigi_command(
+        ["IngestMonth", "--service", "yellow", "--month", "2020-07", "--local-scheduler"],
+        write_config(tmp_path / "luigi.cfg", settings),
+    )
+    assert done.returncode == 35  # [retcode] scheduling_error: luigi could not tell what is done
+    shown = settings[("tlc", "csv_url")]
+    line = f"luigi_tasks.errors.DataError: [tlc] csv_url '{shown}' has an unknown placeholder {{mon}}: {TEMPLATE}"
+    assert line in done.stderr.splitlines()
+    assert "Did not run any tasks" in done.stderr
+    assert server.total_requests() == 0
+    assert files_under(tmp_path / "lake") == []

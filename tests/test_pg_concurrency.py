@@ -1,0 +1,120 @@
+"""PostgreSQL loads started at the same moment by separate processes: each month once, one marker, no error."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import psycopg2
+
+from luigi_tasks.catalog import GREEN, YELLOW, ZONES, Dataset
+from luigi_tasks.convert import read_manifest, to_canonical_parquet
+from luigi_tasks.postgres import load_month, load_zones
+from tests.conftest import DATA, month
+from tests.test_postgres import canonical, query
+
+# fork: the children start at once (no re-import), so their loads really overlap.
+_FORK = multiprocessing.get_context("fork")
+
+
+def _load(barrier, results, index: int, dsn: str, parquet: Path, dataset: Dataset | None, at: str | None) -> None:
+    barrier.wait()
+    try:
+        if dataset is None:
+            rows = load_zones(dsn, parquet, marker_table="table_updates")
+        else:
+            rows = load_month(dsn, parquet, dataset=dataset, month=month(at), marker_table="table_updates")
+        results.put((index, rows))
+    except Exception as exc:  # reported to the test, which shows it
+        results.put((index, f"{type(exc).__name__}: {exc}"))
+
+
+def start_loads(dsn: str, jobs: list[tuple[Path, Dataset | None, str | None]]):
+    """Start each (parquet, dataset or None for zones, month) load in its own process, all released at once."""
+    barrier, results = _FORK.Barrier(len(jobs)), _FORK.Queue()
+    for i, job in enumerate(jobs):
+        _FORK.Process(target=_load, args=(barrier, results, i, dsn, *job), daemon=True).start()
+    return results
+
+
+def outcomes(results, count: int) -> list[int | str]:
+    """Each load's rows, or its error, in the order the loads were given."""
+    found = dict(results.get(timeout=120) for _ in range(count))
+    return [found[i] for i in range(count)]
+
+
+def load_at_once(dsn: str, jobs: list[tuple[Path, Dataset | None, str | None]]) -> list[int | str]:
+    return outcomes(start_loads(dsn, jobs), len(jobs))
+
+
+def zones_parquet(tmp_path: Path) -> Path:
+    dest = tmp_path / "zones.parquet"
+    to_canonical_parquet(DATA / "taxi_zone_lookup.csv", dest, dataset=ZONES, month=None, source_url="x")
+    return dest
+
+
+def test_two_loads_of_one_month_at_once_leave_it_once(pg_dsn, tmp_path):
+    parquet = canonical(tmp_path, YELLOW, "2021-01", 300_000)
+    rows = read_manifest(parquet).rows_out
+    # Twice: into an empty database, then over a month already loaded (a reload racing a reload).
+    for _ in range(2):
+        assert load_at_once(pg_dsn, [(parquet, YELLOW, "2021-01")] * 2) == [rows, rows]
+        assert query(pg_dsn, "SELECT count(*) FROM yellow_tripdata") == [(rows,)]
+        assert query(pg_dsn, "SELECT count(*) FROM (SELECT DISTINCT * FROM yellow_tripdata) d") == [(rows,)]
+        # Every row from one transaction: the month is one load's, never a mix of two.
+        assert query(pg_dsn, "SELECT count(DISTINCT xmin::text) FROM yellow_tripdata") == [(1,)]
+        assert query(pg_dsn, "SELECT update_id FROM table_updates") == [("yellow_tripdata:2021-01",)]
+
+
+def test_two_loads_of_the_zones_at_once_leave_them_once(pg_dsn, tmp_path):
+    parquet = zones_parquet(tmp_path)
+    assert load_at_once(pg_dsn, [(parquet, None, None)] * 2) == [265, 265]
+    assert query(pg_dsn, 'SELECT count(*), count(DISTINCT "LocationID"), count(DISTINCT xmin::text) FROM zones') == [
+        (265, 265, 1)
+    ]
+    assert query(pg_dsn, "SELECT update_id FROM table_updates") == [("zones",)]
+
+
+def test_first_loads_of_several_tables_at_once_into_an_empty_database(pg_dsn, tmp_path):
+    yellow = canonical(tmp_path, YELLOW, "2021-01", 2_000)
+    green = canonical(tmp_path, GREEN, "2021-01", 1_000)
+    jobs = [(yellow, YELLOW, "2021-01"), (green, GREEN, "2021-01"), (zones_parquet(tmp_path), None, None)]
+    assert load_at_once(pg_dsn, jobs) == [2_000, 1_000, 265]
+    assert query(pg_dsn, "SELECT update_id FROM table_updates ORDER BY 1") == [
+        ("green_tripdata:2021-01",),
+        ("yellow_tripdata:2021-01",),
+        ("zones",),
+    ]
+
+
+def _waiting_loads(dsn: str) -> int:
+    rows = query(
+        dsn,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'luigi_tasks' AND wait_event_type = 'Lock'",
+    )
+    return rows[0][0]
+
+
+def test_marker_table_created_meanwhile_by_another_client(pg_dsn, tmp_path):
+    """luigi's own PostgresTarget shares the marker table and creates it without our lock: both loads go on."""
+    other = psycopg2.connect(pg_dsn)
+    with other.cursor() as cur:  # luigi's SQL, not yet committed: the loads meet the table mid-creation
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS table_updates"
+            " (update_id TEXT PRIMARY KEY, target_table TEXT, inserted TIMESTAMP DEFAULT NOW())"
+        )
+    yellow = canonical(tmp_path, YELLOW, "2021-01", 1_000)
+    green = canonical(tmp_path, GREEN, "2021-01", 1_000)
+    results = start_loads(pg_dsn, [(yellow, YELLOW, "2021-01"), (green, GREEN, "2021-01")])
+    deadline = time.monotonic() + 60
+    while _waiting_loads(pg_dsn) < 2:
+        assert time.monotonic() < deadline, "the loads never waited for the marker table"
+        time.sleep(0.02)
+    other.commit()
+    other.close()
+    assert outcomes(results, 2) == [1_000, 1_000]
+    assert query(pg_dsn, "SELECT update_id FROM table_updates ORDER BY 1") == [
+        ("green_tripdata:2021-01",),
+        ("yellow_tripdata:2021-01",),
+    ]
