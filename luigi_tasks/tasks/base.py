@@ -8,7 +8,7 @@ import time
 
 import luigi
 
-from luigi_tasks import config, history, notify
+from luigi_tasks import config, history, notify, summary
 from luigi_tasks.catalog import SERVICES, Dataset, check_month, parse_month, service
 from luigi_tasks.errors import PipelineError
 
@@ -73,8 +73,7 @@ class PipelineTask(luigi.Task):
 
     def on_failure(self, exception: BaseException) -> str:
         if isinstance(exception, PipelineError):
-            log.error("%s failed: %s", self.task_id, exception)
-            return str(exception)
+            return str(exception)  # luigi's "failed" log line carries it (luigi_tasks.cli.OneLineFailures)
         return super().on_failure(exception)
 
     def progress_reporter(self, unit: str = "MiB", scale: float = 2**20) -> ProgressReporter:
@@ -152,6 +151,7 @@ def _on_start(task: PipelineTask) -> None:
 @PipelineTask.event_handler(luigi.Event.SUCCESS)
 def _on_success(task: PipelineTask) -> None:
     _record(task, "DONE")
+    summary.note(task, "done")
 
 
 @PipelineTask.event_handler(luigi.Event.FAILURE)
@@ -161,6 +161,7 @@ def _on_failure(task: PipelineTask, exception: BaseException) -> None:
 
 def _report_failure(task: PipelineTask, message: str) -> None:
     _record(task, "FAILED", message)
+    summary.note(task, "failed", message)
     url = config.notify().webhook_url
     if url:
         params = task.to_str_params(only_significant=True)
