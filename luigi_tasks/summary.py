@@ -133,7 +133,7 @@ def table(runs: list[MonthRun]) -> str:
     header = ("service", "month", "result", "ran", "rows in sinks")
     cells = [(r.service or "-", r.month or "-", r.result, ", ".join(dict.fromkeys(r.done.values())) or "-",
               r.rows_text()) for r in shown]  # fmt: skip
-    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header) - 1)]
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header) - 1)]
 
     def line(values: tuple[str, ...]) -> str:
         padded = "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=False))  # all but the last
@@ -144,7 +144,9 @@ def table(runs: list[MonthRun]) -> str:
         text.append(line(values))
         text += [f"    failed: {cause}" for cause in run.failed.values()]
     results = Counter(r.result for r in shown if r.month)
-    text.append(f"{sum(results.values())} months: " + ", ".join(f"{n} {result}" for result, n in results.items()))
+    if results:
+        months = sum(results.values())
+        text.append(f"{months} month{'s' * (months != 1)}: " + ", ".join(f"{n} {r}" for r, n in results.items()))
     return "\n".join(text)
 
 
