@@ -49,8 +49,9 @@ def on_import() -> None:
     if not _started_by_luigi_cli():
         return
     args = _command_line()
-    if not args.help:
-        check_scheduler(args)
+    if args.help:
+        return  # luigi prints the options and exits: nothing runs
+    check_scheduler(args)
     _use_timestamps(args)
     summary.arm()
 

@@ -89,13 +89,14 @@ class MonthRun:
             self.scheduled.add(task_id)
         elif kind == "present":
             self.present.add(task_id)
-            self.done_before.update(event["sinks"] or _sinks_of(event))
+            sink = _sink_of(event)
+            self.done_before.update(event["sinks"] or ([sink] if sink else []))
         elif kind == "done":
             self.done[task_id] = event["family"]
             self.failed.pop(task_id, None)  # retried by a kept-alive worker, then done
-            sink = _sinks_of(event)
-            if event["rows"] is not None and sink:
-                self.rows[sink[0]] = event["rows"]
+            sink = _sink_of(event)
+            if sink and event["rows"] is not None:
+                self.rows[sink] = event["rows"]
         else:
             self.failed[task_id] = f"{event['family']}: {event['error']}"
 
@@ -165,7 +166,7 @@ def _print_at_exit(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _sinks_of(event: dict) -> tuple[str, ...]:
+def _sink_of(event: dict) -> str | None:
     """The sink a task writes to: the one whose month (or zone lookup) task has this family."""
     from luigi_tasks.tasks.sinks import SINKS  # the tasks import this module: look them up when asked
 
@@ -173,8 +174,8 @@ def _sinks_of(event: dict) -> tuple[str, ...]:
         month = event["month"]
         tasks = sink.month_tasks(event["service"], _month(month)) if month else [sink.zones_task()]
         if any(t.task_family == event["family"] for t in tasks):
-            return (name,)
-    return ()
+            return name
+    return None
 
 
 def _rows_done_before(service: str | None, month: str, sinks: tuple[str, ...]) -> dict[str, int]:
