@@ -153,3 +153,22 @@ def test_help_does_not_need_a_scheduler(tmp_path, server):
     config = mixed_source(server, tmp_path)
     done = luigi_command(["IngestMonth", "--help", "--scheduler-port", str(free_port())], config)
     assert done.returncode == 0 and "--service" in done.stdout, done.stderr
+
+
+def test_a_sink_that_cannot_be_checked_is_named_on_the_line_without_a_month(tmp_path, server):
+    config = mixed_source(server, tmp_path)
+    args = [
+        "green",
+        "2019-10",
+        "2019-11",
+        "--sinks",
+        "lake,postgres",
+        "--postgres-dsn",
+        "host=127.0.0.1 port=1 user=u dbname=d",
+    ]
+    done = luigi_command(args, config, program=BACKFILL)
+    assert done.returncode == 35, done.stderr  # [retcode] scheduling_error
+    lines = summary_of(done.stderr)
+    assert row(lines, "-", "-")[2:5] == ["FAILED", "-", "-"]
+    [cause] = row(lines, "-", "-")[5:]
+    assert cause.startswith("Backfill: cannot tell whether it is done: cannot connect to PostgreSQL at u@127.0.0.1:1/d")
