@@ -9,6 +9,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["luigi_tasks", "luigi_tasks.*"]),
+    package_data={"luigi_tasks": ["logging.cfg"]},
     python_requires=">=3.10",
     install_requires=[
         "luigi>=3.5,<4",

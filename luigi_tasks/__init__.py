@@ -29,3 +29,7 @@ __all__ = [
     "TransferS3ToGCS",
     "ZonesToParquet",
 ]
+
+from luigi_tasks import cli  # noqa: E402 - after the tasks: luigi is parsing its command line now
+
+cli.on_import()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import luigi
 
-from luigi_tasks import config, history, notify
+from luigi_tasks import config, history, notify, summary
 from luigi_tasks.catalog import SERVICES, ZONES, Dataset, check_month, parse_month, service
 from luigi_tasks.errors import PipelineError
 
@@ -76,8 +76,7 @@ class PipelineTask(luigi.Task):
 
     def on_failure(self, exception: BaseException) -> str:
         if isinstance(exception, PipelineError):
-            log.error("%s failed: %s", self.task_id, exception)
-            return str(exception)
+            return str(exception)  # luigi's "failed" log line carries it (luigi_tasks.cli.OneLineFailures)
         return super().on_failure(exception)
 
     def progress_reporter(self, unit: str = "MiB", scale: float = 2**20) -> ProgressReporter:
@@ -201,6 +200,7 @@ def _on_start(task: PipelineTask) -> None:
 @PipelineTask.event_handler(luigi.Event.SUCCESS)
 def _on_success(task: PipelineTask) -> None:
     _record(task, "SKIPPED" if task.found_done else "DONE")
+    summary.note(task, "done")
 
 
 @PipelineTask.event_handler(luigi.Event.FAILURE)
@@ -213,6 +213,7 @@ def _report_failure(task: PipelineTask, message: str) -> None:
         _record(task, "FAILED", message)
     except PipelineError as exc:  # a full or read-only disk, a bad [lake]: the webhook matters all the more
         log.error("could not record %s: %s", task.task_id, exc)
+    summary.note(task, "failed", message)
     url = config.notify().webhook_url
     if url:
         params = task.to_str_params(only_significant=True)
