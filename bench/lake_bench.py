@@ -160,10 +160,7 @@ def tiny_months(services: Services, work: Path, stop: dt.date) -> None:
 
 
 def lake_bytes(env: dict[str, str], root: str) -> int:
-    code = (
-        "import json, os, sys\nfrom luigi_tasks.lake import Lake\n"
-        "print(sum(Lake(sys.argv[1]).list('').values()))"
-    )
+    code = "import json, os, sys\nfrom luigi_tasks.lake import Lake\nprint(sum(Lake(sys.argv[1]).list('').values()))"
     out = subprocess.run([sys.executable, "-c", code, root], env=env, cwd=REPO, capture_output=True, text=True)
     return int(out.stdout.strip() or 0)
 
@@ -281,7 +278,8 @@ def main() -> None:
             f"{host.get('cpu', '')} {os.cpu_count()} cores. Each figure is one `luigi.build` in a fresh process "
             "with the local scheduler; every service runs on 127.0.0.1 (the emulators' latency is not a "
             "cloud's: on real GCS each request costs more, which the manifests' parallel reads absorb).\n\n"
-            + text + "\n"
+            + text
+            + "\n"
         )
         print(f"wrote {DOCS_PATH.relative_to(REPO)}")
 

@@ -9,7 +9,8 @@ times, each in a fresh process:
              is what RangeMonthly or a list of tasks does
 
 Round trips to PostgreSQL are the statements the server logged (log_statement = all) during the run;
-lake round trips are directory listings (os.scandir calls, counted in the child).
+lake round trips are directory listings (os.scandir calls, counted in the child). bench/lake_bench.py
+measures the same rerun into every sink, with the lake local and on GCS.
 
     python bench/noop_backfill_bench.py [--months 36] [--repeat 3] [--write-docs]
 """
@@ -65,25 +66,32 @@ print(json.dumps({"seconds": seconds, "listings": counts["listings"]}))
 
 
 def fill(cluster: PostgresCluster, lake: Path, stop: dt.date) -> None:
-    """Tiny months for every service and month, in the lake and in PostgreSQL, plus the zones."""
+    """Tiny months for every service and month, in the lake (with their manifests) and in PostgreSQL."""
     from luigi_tasks.catalog import ZONES
     from luigi_tasks.convert import to_canonical_parquet
-    from luigi_tasks.lake import canonical_path
+    from luigi_tasks.files import fingerprints_of
+    from luigi_tasks.lake import Lake, LakeEntry, canonical_key
     from luigi_tasks.postgres import load_month, load_zones
     from luigi_tasks.synthetic import write_trip_csv
 
     work = lake.parent / "raw"
     work.mkdir(exist_ok=True)
+    store = Lake(str(lake))
+
+    def convert(raw: Path, dataset, month: dt.date | None) -> Path:
+        key = canonical_key(dataset, month)
+        manifest = to_canonical_parquet(raw, store.local_path(key), dataset=dataset, month=month, source_url="x")
+        store.write_entry(key, LakeEntry(manifest, fingerprints_of(store.local_path(key))))
+        return store.local_path(key)
+
     month = START
     while month <= stop:
         for name, dataset in SERVICES.items():
             raw = write_trip_csv(work / f"{name}-{month:%Y-%m}.csv", dataset, month, ROWS_PER_MONTH, seed=month.month)
-            parquet = canonical_path(lake, dataset, month)
-            to_canonical_parquet(raw, parquet, dataset=dataset, month=month, source_url="file://bench")
+            parquet = convert(raw, dataset, month)
             load_month(cluster.dsn, parquet, dataset=dataset, month=month, marker_table="table_updates")
         month = next_month(month)
-    zones = canonical_path(lake, ZONES, None)
-    to_canonical_parquet(REPO / "tests/data/taxi_zone_lookup.csv", zones, dataset=ZONES, month=None, source_url="x")
+    zones = convert(REPO / "tests/data/taxi_zone_lookup.csv", ZONES, None)
     load_zones(cluster.dsn, zones, marker_table="table_updates")
 
 
