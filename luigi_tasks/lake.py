@@ -271,6 +271,16 @@ class Lake:
         entry = LakeEntry.from_json(data)
         return entry if entry is not None and self.size(key) == entry.file.size else None
 
+    def _read_many(self, keys: list[str]) -> list[bytes | None]:
+        """Small files read at once from an object store (each is one request), in turn from a disk."""
+        if self.is_local or len(keys) < 2:
+            return [self.read_bytes(k) for k in keys]
+        try:
+            with ThreadPoolExecutor(max_workers=_READERS) as pool:
+                return list(pool.map(self.read_bytes, keys))
+        except RuntimeError:  # no new threads at interpreter exit (the end-of-run summary asks then)
+            return [self.read_bytes(k) for k in keys]
+
     def write_entry(self, key: str, entry: LakeEntry) -> None:
         self.write_bytes(entry_key(key), entry.to_json())
 
@@ -284,8 +294,7 @@ class Lake:
             return {}
         listed = self.list(os.path.commonpath([k.rpartition("/")[0] for k in keys]))
         candidates = {k: label for k, label in keys.items() if k in listed and entry_key(k) in listed}
-        with ThreadPoolExecutor(max_workers=1 if self.is_local else _READERS) as pool:
-            data = dict(zip(candidates, pool.map(self.read_bytes, map(entry_key, candidates)), strict=True))
+        data = dict(zip(candidates, self._read_many([entry_key(k) for k in candidates]), strict=True))
         found = {}
         for key, label in candidates.items():
             entry = LakeEntry.from_json(data[key]) if data[key] is not None else None

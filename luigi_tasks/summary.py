@@ -168,12 +168,11 @@ def _print_at_exit(path: Path) -> None:
 
 def _sink_of(event: dict) -> str | None:
     """The sink a task writes to: the one whose month (or zone lookup) task has this family."""
-    from luigi_tasks.tasks.sinks import SINKS  # the tasks import this module: look them up when asked
+    from luigi_tasks.tasks.sinks import SINKS, sink_task  # the tasks import this module: look them up when asked
 
-    for name, sink in SINKS.items():
-        month = event["month"]
-        tasks = sink.month_tasks(event["service"], _month(month)) if month else [sink.zones_task()]
-        if any(t.task_family == event["family"] for t in tasks):
+    month = _month(event["month"]) if event["month"] else None
+    for name in SINKS:
+        if sink_task(name, event["service"], month).task_family == event["family"]:
             return name
     return None
 

@@ -100,6 +100,7 @@ def test_zone_aware_parquet_through_the_graph(tmp_path, server):
         assert read_manifest(task.output().path).rows_out == 2_000
     assert files_under(tmp_path / "lake") == [
         "raw/yellow/yellow_tripdata_2021-01.parquet",
+        "yellow/2021/_yellow_tripdata_2021-01.json",
         "yellow/2021/yellow_tripdata_2021-01.parquet",
     ]
 

@@ -121,7 +121,7 @@ class GcsSink:
 
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
         """One listing of the mirror's folder, compared with the size and crc32c each manifest recorded."""
-        if lake_is_on_gcs() or not entries:
+        if lake_is_on_gcs():
             return set(entries)
         settings = config.gcp()
         names = {month: object_name(canonical_key(dataset, month)) for month in entries}

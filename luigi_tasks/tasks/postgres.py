@@ -85,4 +85,4 @@ class PostgresSink:
 
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
         """One query on the marker table and the catalogue for every month asked about."""
-        return _loaded(dataset, list(entries)) if entries else set()
+        return _loaded(dataset, list(entries))  # asked even for no month: an unreachable sink fails at once

@@ -128,7 +128,7 @@ class S3Sink:
 
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
         """One listing of the mirror's folder, compared with the size and ETag each manifest recorded."""
-        if lake_is_on_s3() or not entries:
+        if lake_is_on_s3():
             return set(entries)
         folder = s3_key(dataset.name) + "/"
         stored = s3.stored_etags(s3.client(), config.s3().bucket, folder)
