@@ -213,9 +213,24 @@ def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: st
             f"CREATE TABLE IF NOT EXISTS {quote_ident(partition)} PARTITION OF {quote_ident(table)} FOR VALUES IN (%s)",
             (month,),
         )
+        _check_attached(cur, table, partition)
         ensure_marker_table(cur, marker_table)
     conn.commit()
     return partition
+
+
+def _check_attached(cur, table: str, partition: str) -> None:
+    """A table of the partition's name that is not the month's partition (detached, or made by hand) would take
+    the month's rows where no query of the table sees them: refuse it."""
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s) AND inhparent = to_regclass(%s))",
+        (quote_ident(partition), quote_ident(table)),
+    )
+    if not cur.fetchone()[0]:
+        raise DataError(
+            f"table {partition} exists but is not a partition of {table} (detached?): attach it with "
+            f"ALTER TABLE {table} ATTACH PARTITION {partition} FOR VALUES IN (...), or drop it; nothing was loaded"
+        )
 
 
 class _ByteStream:

@@ -18,7 +18,7 @@ from luigi_tasks import IngestMonth, LoadToPostgres
 from luigi_tasks.catalog import GREEN, YELLOW, ZONES
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.errors import DataError, PipelineError
-from luigi_tasks.postgres import done_updates, load_month, load_zones
+from luigi_tasks.postgres import done_updates, load_month, load_zones, loaded_months
 from luigi_tasks.synthetic import write_trip_csv
 from tests.conftest import DATA, luigi_settings, month, run_tasks, serve_csv_month, serve_zones
 
@@ -224,3 +224,16 @@ def test_wrong_password_is_masked(pg_dsn):
         done_updates(pg_dsn + " password=wrong-pass-123", "table_updates", ["x"])
     assert "wrong-pass-123" not in str(error.value)
     assert "password authentication failed" in str(error.value)
+
+
+def test_a_detached_partition_is_refused_not_loaded_into(pg_dsn, tmp_path):
+    january = canonical(tmp_path, YELLOW, "2021-01", 300)
+    load_month(pg_dsn, january, dataset=YELLOW, month=month("2021-01"), marker_table="table_updates")
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE yellow_tripdata DETACH PARTITION yellow_tripdata_2021_01")
+    conn.close()
+    with pytest.raises(DataError, match=r"^table yellow_tripdata_2021_01 exists but is not a partition of yellow_"):
+        load_month(pg_dsn, january, dataset=YELLOW, month=month("2021-01"), marker_table="table_updates")
+    assert query(pg_dsn, "SELECT count(*) FROM yellow_tripdata_2021_01") == [(300,)]  # untouched
+    assert month_counts(pg_dsn, "yellow_tripdata") == {}
+    assert loaded_months(pg_dsn, "table_updates", YELLOW, [month("2021-01")]) == set()
