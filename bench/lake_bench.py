@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import gzip
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -89,6 +90,7 @@ class Services:
         self.gcs.start()
         self.bigquery = BigQueryEmulator(base / "bigquery", gcs_root=self.gcs.root)
         self.bigquery.start()
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
         self.s3 = MotoS3Server()
         self.s3.start()
         self.project = PROJECT
