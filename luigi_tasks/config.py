@@ -140,6 +140,15 @@ class postgres(luigi.Config):  # noqa: N801
         default="table_updates",
         description="Table of completed loads (the shape of luigi's PostgresTarget marker table)",
     )
+    lock_timeout = luigi.FloatParameter(
+        default=60.0,
+        description="Seconds a load waits for a table lock another session holds (a long query, an open "
+        "transaction) before it fails; while it waits, other queries of the table queue behind it. 0: no limit",
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        check_setting(self.lock_timeout >= 0, "[postgres] lock_timeout", self.lock_timeout, "0 or more seconds")
 
 
 class history(luigi.Config):  # noqa: N801

@@ -174,6 +174,23 @@ def _lock(cur, key: str) -> None:
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
 
 
+@contextmanager
+def _bounded_lock_wait(cur, lock_timeout: float, what: str, table: str) -> Iterator[None]:
+    """Wait at most `lock_timeout` seconds (0: no limit) for each table lock to the end of the transaction.
+
+    A load waiting for a lock that a long reader holds makes every later query of the table queue behind it;
+    giving up frees them. Advisory locks are taken before this: loads of one month still take turns unbounded.
+    """
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{round(lock_timeout * 1000)}ms",))
+    try:
+        yield
+    except psycopg2.errors.LockNotAvailable:
+        raise PipelineError(
+            f"{what}: another session held a lock on {table} for more than [postgres] lock_timeout = {lock_timeout:g}"
+            " seconds (a long query or an open transaction); nothing was loaded"
+        ) from None
+
+
 def ensure_marker_table(cur, marker_table: str) -> None:
     """Create the marker table once, even when several loaders start on an empty database at once, and give an
     older one its lake_file column."""
@@ -205,7 +222,7 @@ def _partition_name(table: str, month: dt.date) -> str:
     return f"{table}_{month:%Y_%m}"
 
 
-def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: str) -> str:
+def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: str, lock_timeout: float) -> str:
     """Create (once) the service table, the month's partition and the marker table; commit; return the partition.
 
     DDL runs in its own short transaction under an advisory lock, so concurrent workers do not race.
@@ -214,14 +231,16 @@ def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: st
     partition = _partition_name(table, month)
     with conn.cursor() as cur:
         _lock(cur, table)
-        if not _check_table(cur, table, dataset, partitioned=True):
-            cur.execute(_create_sql(table, dataset, partitioned=True))
-        cur.execute(
-            f"CREATE TABLE IF NOT EXISTS {quote_ident(partition)} PARTITION OF {quote_ident(table)} FOR VALUES IN (%s)",
-            (month,),
-        )
-        _check_attached(cur, table, partition)
-        ensure_marker_table(cur, marker_table)
+        with _bounded_lock_wait(cur, lock_timeout, update_id(dataset, month), table):
+            if not _check_table(cur, table, dataset, partitioned=True):
+                cur.execute(_create_sql(table, dataset, partitioned=True))
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {quote_ident(partition)} PARTITION OF {quote_ident(table)}"
+                " FOR VALUES IN (%s)",
+                (month,),
+            )
+            _check_attached(cur, table, partition)
+            ensure_marker_table(cur, marker_table)
     conn.commit()
     return partition
 
@@ -312,6 +331,7 @@ def load_month(
     month: dt.date,
     marker_table: str,
     lake_file: str | None = None,
+    lock_timeout: float = 60.0,
     progress: RowProgress | None = None,
 ) -> int:
     """Replace one month of a service's table with the canonical Parquet's rows; returns the row count.
@@ -320,33 +340,37 @@ def load_month(
     """
     expected_rows = pq.read_metadata(parquet).num_rows
     with connection(dsn) as conn:
-        partition = prepare_month_table(conn, dataset, month, marker_table)
+        partition = prepare_month_table(conn, dataset, month, marker_table, lock_timeout)
         update = update_id(dataset, month)
         with conn.cursor() as cur:
             # Loads of one month take turns until commit: the second deletes what the first committed
             # (its DELETE runs after the wait, so it sees those rows) instead of adding the month again.
             _lock(cur, update)
-            cur.execute(f"DELETE FROM {quote_ident(partition)}")
-            columns = [name for name, _ in _expected_columns(dataset, with_lineage=True)]
-            copied = _copy(cur, partition, columns, parquet, month, progress)
-            if copied != expected_rows:
-                raise PipelineError(f"{update}: copied {copied:,} rows, expected {expected_rows:,}")
-            _mark(cur, marker_table, update, table_name(dataset), lake_file)
+            with _bounded_lock_wait(cur, lock_timeout, update, partition):
+                cur.execute(f"DELETE FROM {quote_ident(partition)}")
+                columns = [name for name, _ in _expected_columns(dataset, with_lineage=True)]
+                copied = _copy(cur, partition, columns, parquet, month, progress)
+                if copied != expected_rows:
+                    raise PipelineError(f"{update}: copied {copied:,} rows, expected {expected_rows:,}")
+                _mark(cur, marker_table, update, table_name(dataset), lake_file)
         conn.commit()
     return copied
 
 
-def load_zones(dsn: str, parquet: Path, *, marker_table: str, lake_file: str | None = None) -> int:
+def load_zones(
+    dsn: str, parquet: Path, *, marker_table: str, lake_file: str | None = None, lock_timeout: float = 60.0
+) -> int:
     """Replace the zones table with the lookup's rows, in one transaction."""
     with connection(dsn) as conn:
         with conn.cursor() as cur:
             _lock(cur, "zones")  # held to the commit: concurrent loads of the zones take turns
-            if not _check_table(cur, "zones", ZONES, partitioned=False):
-                cur.execute(_create_sql("zones", ZONES, partitioned=False))
-            ensure_marker_table(cur, marker_table)
-            cur.execute("DELETE FROM zones")
-            copied = _copy(cur, "zones", [c.name for c in ZONES.columns], parquet, None, None)
-            _mark(cur, marker_table, update_id(ZONES, None), "zones", lake_file)
+            with _bounded_lock_wait(cur, lock_timeout, "zones", "zones"):
+                if not _check_table(cur, "zones", ZONES, partitioned=False):
+                    cur.execute(_create_sql("zones", ZONES, partitioned=False))
+                ensure_marker_table(cur, marker_table)
+                cur.execute("DELETE FROM zones")
+                copied = _copy(cur, "zones", [c.name for c in ZONES.columns], parquet, None, None)
+                _mark(cur, marker_table, update_id(ZONES, None), "zones", lake_file)
         conn.commit()
     return copied
 

@@ -265,3 +265,37 @@ def test_a_month_redone_in_the_lake_is_loaded_again(pg_lake, pg_dsn, server):
     assert query(pg_dsn, "SELECT count(*) FROM (SELECT DISTINCT * FROM yellow_tripdata) d") == [(100,)]
     assert LoadToPostgres(service="yellow", month=july).complete() is True
     assert july in done_by_sink(YELLOW, [july], ("postgres",))[1]["postgres"]
+
+
+@pytest.mark.parametrize(
+    "held, at, table",
+    [
+        # An open transaction that read the table: a new month's partition needs the table to itself.
+        ("SELECT count(*) FROM yellow_tripdata", "2020-08", "yellow_tripdata"),
+        # A session that locked the month against writes: a reload's DELETE waits for it.
+        ("LOCK TABLE yellow_tripdata_2020_07 IN SHARE MODE", "2020-07", "yellow_tripdata_2020_07"),
+    ],
+)
+def test_a_load_waits_for_a_lock_at_most_lock_timeout(pg_lake, pg_dsn, server, held, at, table):
+    for at_month in ("2020-07", "2020-08"):
+        serve_csv_month(server, "yellow", at_month, YELLOW_HEAD)
+    assert run_tasks(LoadToPostgres(service="yellow", month=month("2020-07")))[1] == {}
+    markers = query(pg_dsn, "SELECT * FROM table_updates")
+    holder = psycopg2.connect(pg_dsn)
+    holder.cursor().execute(held)  # its transaction stays open
+    try:
+        with luigi_settings({("postgres", "lock_timeout"): "1"}):
+            _, failures = run_tasks(LoadToPostgres(service="yellow", month=month(at), reload=True))
+        assert [str(error) for error in failures.values()] == [
+            f"yellow_tripdata:{at}: another session held a lock on {table} for more than [postgres] lock_timeout = 1"
+            " seconds (a long query or an open transaction); nothing was loaded"
+        ]
+        # The load gave up its place in the lock queue: another reader goes straight through.
+        with psycopg2.connect(pg_dsn, options="-c statement_timeout=5000") as reader, reader.cursor() as cur:
+            cur.execute("SELECT count(*) FROM yellow_tripdata")
+            assert cur.fetchone() == (266,)
+        reader.close()
+    finally:
+        holder.close()
+    assert month_counts(pg_dsn, "yellow_tripdata") == {"2020-07": 266}
+    assert query(pg_dsn, "SELECT * FROM table_updates") == markers

@@ -63,7 +63,11 @@ class _LoadToPostgres(ReloadableTask):
         with source.lake.open_input(source.key) as parquet:
             if self.month is None:
                 self.rows = load_zones(
-                    settings.dsn, parquet, marker_table=settings.marker_table, lake_file=lake_file(entry)
+                    settings.dsn,
+                    parquet,
+                    marker_table=settings.marker_table,
+                    lake_file=lake_file(entry),
+                    lock_timeout=settings.lock_timeout,
                 )
             else:
                 self.rows = load_month(
@@ -73,6 +77,7 @@ class _LoadToPostgres(ReloadableTask):
                     month=self.month,
                     marker_table=settings.marker_table,
                     lake_file=lake_file(entry),
+                    lock_timeout=settings.lock_timeout,
                     progress=self.progress_reporter(unit="rows", scale=1),
                 )
         self.set_status_message(f"{self.rows:,} rows loaded")
