@@ -218,6 +218,8 @@ def table_name(dataset: Dataset) -> str:
 # pandas' to_csv writes its index as a first column with an empty name; read back and written
 # again it becomes "Unnamed: 0".
 _PANDAS_INDEX = re.compile(r"^(|Unnamed: \d+)$")
+# pandas writes an unnamed index into Parquet as a column of this name, after the data columns.
+_PANDAS_PARQUET_INDEX = re.compile(r"^__index_level_\d+__$")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -268,7 +270,7 @@ def plan_columns(dataset: Dataset, header: Sequence[str], *, where: str, unknown
     unknown: list[str] = []
     seen: dict[str, str] = {}
     for position, name in enumerate(header):
-        if position == 0 and _PANDAS_INDEX.match(name.strip()):
+        if (position == 0 and _PANDAS_INDEX.match(name.strip())) or _PANDAS_PARQUET_INDEX.match(name):
             dropped.append(name)
             continue
         column = dataset.column_for(name)

@@ -5,6 +5,7 @@ Each class is one section: `[tlc]` says where the source files are, `[lake]` whe
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
 import string
@@ -55,7 +56,34 @@ def check_setting(ok: bool, key: str, value: object, expected: str) -> None:
         raise DataError(f"{key} {value!r} is out of range: expected {expected}")
 
 
-class tlc(luigi.Config):  # noqa: N801 - the class name is the config section's name
+class _Section(luigi.Config):
+    """A section of luigi.cfg whose unreadable values fail in one line that names the key, never the value.
+
+    luigi's parser interpolates `%(name)s` and `${VAR}`: a literal `%` (a percent-encoded password, a presigned
+    URL) must be written `%%`, and configparser's own error quotes the value from the `%` on.
+    """
+
+    @classmethod
+    def get_param_values(cls, params, args, kwargs):
+        _check_readable(cls.get_task_family())  # before luigi reads the values: its error would show them
+        return super().get_param_values(params, args, kwargs)
+
+
+def _check_readable(section: str) -> None:
+    parser = luigi.configuration.get_config()
+    if not parser.has_section(section):
+        return
+    for option in parser.options(section):
+        try:
+            parser.get(section, option)
+        except configparser.InterpolationError:
+            raise DataError(
+                f"[{section}] {option} cannot be read from the config file: write a literal % as %% (luigi reads"
+                " %(name)s and ${VAR} in values) and set the variables it names; the value is not shown"
+            ) from None
+
+
+class tlc(_Section):  # noqa: N801 - the class name is the config section's name
     source = luigi.ChoiceParameter(
         choices=["csv", "parquet"],
         default="csv",
@@ -99,7 +127,7 @@ class tlc(luigi.Config):  # noqa: N801 - the class name is the config section's 
         return template.format(service=service, year=year, month=month)
 
 
-class lake(luigi.Config):  # noqa: N801
+class lake(_Section):  # noqa: N801
     root = luigi.Parameter(
         default="lake",
         description="The lake: a local directory (relative to the working dir), gs://bucket/prefix or "
@@ -130,7 +158,7 @@ class lake(luigi.Config):  # noqa: N801
         return open_lake(self.root, self.scratch, (*endpoints, str(os.getpid())))
 
 
-class postgres(luigi.Config):  # noqa: N801
+class postgres(_Section):  # noqa: N801
     dsn = luigi.Parameter(
         default="",
         description="libpq URI or conninfo; empty uses libpq's PG* env vars and ~/.pgpass. Keep passwords "
@@ -140,9 +168,18 @@ class postgres(luigi.Config):  # noqa: N801
         default="table_updates",
         description="Table of completed loads (the shape of luigi's PostgresTarget marker table)",
     )
+    lock_timeout = luigi.FloatParameter(
+        default=60.0,
+        description="Seconds a load waits for a table lock another session holds (a long query, an open "
+        "transaction) before it fails; while it waits, other queries of the table queue behind it. 0: no limit",
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        check_setting(self.lock_timeout >= 0, "[postgres] lock_timeout", self.lock_timeout, "0 or more seconds")
 
 
-class history(luigi.Config):  # noqa: N801
+class history(_Section):  # noqa: N801
     path = luigi.Parameter(
         default="",
         description="SQLite file of this machine's task runs; empty: history.sqlite in a local lake's root, "
@@ -163,7 +200,7 @@ def state_dir() -> Path:
     return Path(os.environ.get("LUIGI_TASKS_STATE_DIR") or Path.home() / ".local/state/luigi_tasks")
 
 
-class notify(luigi.Config):  # noqa: N801
+class notify(_Section):  # noqa: N801
     webhook_url = luigi.Parameter(
         default="",
         description="URL that gets a JSON POST for every failed task (e.g. a Slack incoming webhook); empty: none",
@@ -185,7 +222,7 @@ def _check_name(value: str, rule: str, key: str) -> None:
         raise DataError(f"{key} {value!r} is not {what}")
 
 
-class gcp(luigi.Config):  # noqa: N801
+class gcp(_Section):  # noqa: N801
     project = luigi.Parameter(default="", description="Google Cloud project; empty: the credentials' default")
     bucket = luigi.Parameter(default="", description="GCS bucket of the lake (it must exist)")
     prefix = luigi.Parameter(default="raw", description="Object prefix: gs://{bucket}/{prefix}/{service}/{year}/...")
@@ -204,7 +241,7 @@ class gcp(luigi.Config):  # noqa: N801
         _check_name(self.dataset, "dataset", "[gcp] dataset")
 
 
-class s3(luigi.Config):  # noqa: N801
+class s3(_Section):  # noqa: N801
     bucket = luigi.Parameter(
         default="", description="S3 bucket of the mirror (it must exist); credentials: boto3's chain"
     )

@@ -174,15 +174,37 @@ def _lock(cur, key: str) -> None:
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
 
 
+@contextmanager
+def _bounded_lock_wait(cur, lock_timeout: float, what: str, table: str) -> Iterator[None]:
+    """Wait at most `lock_timeout` seconds (0: no limit) for each table lock to the end of the transaction.
+
+    A load waiting for a lock that a long reader holds makes every later query of the table queue behind it;
+    giving up frees them. Advisory locks are taken before this: loads of one month still take turns unbounded.
+    """
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{round(lock_timeout * 1000)}ms",))
+    try:
+        yield
+    except psycopg2.errors.LockNotAvailable:
+        raise PipelineError(
+            f"{what}: another session held a lock on {table} for more than [postgres] lock_timeout = {lock_timeout:g}"
+            " seconds (a long query or an open transaction); nothing was loaded"
+        ) from None
+
+
 def ensure_marker_table(cur, marker_table: str) -> None:
-    """Create the marker table once, even when several loaders start on an empty database at once."""
-    cur.execute("SELECT to_regclass(%s)", (quote_ident(marker_table),))
-    if cur.fetchone()[0] is not None:
-        return
+    """Create the marker table once, even when several loaders start on an empty database at once, and give an
+    older one its lake_file column."""
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'lake_file'"
+        " AND NOT attisdropped)",
+        (quote_ident(marker_table),),
+    )
+    if cur.fetchone()[0]:
+        return  # no ALTER when the column is there: it would lock the table against every reader
     _lock(cur, marker_table)
     cur.execute("SAVEPOINT create_marker_table")
     try:
-        # The same shape as luigi's PostgresTarget marker table, so both can share it.
+        # The shape of luigi's PostgresTarget marker table (plus a nullable column), so both can share it.
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {quote_ident(marker_table)} ("
             " update_id TEXT PRIMARY KEY, target_table TEXT, inserted TIMESTAMP DEFAULT NOW())"
@@ -192,13 +214,15 @@ def ensure_marker_table(cur, marker_table: str) -> None:
         cur.execute("ROLLBACK TO SAVEPOINT create_marker_table")
     else:
         cur.execute("RELEASE SAVEPOINT create_marker_table")
+    # The lake file a month was loaded from: a month redone in the lake is then no longer done here.
+    cur.execute(f"ALTER TABLE {quote_ident(marker_table)} ADD COLUMN IF NOT EXISTS lake_file TEXT")
 
 
 def _partition_name(table: str, month: dt.date) -> str:
     return f"{table}_{month:%Y_%m}"
 
 
-def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: str) -> str:
+def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: str, lock_timeout: float) -> str:
     """Create (once) the service table, the month's partition and the marker table; commit; return the partition.
 
     DDL runs in its own short transaction under an advisory lock, so concurrent workers do not race.
@@ -207,14 +231,16 @@ def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: st
     partition = _partition_name(table, month)
     with conn.cursor() as cur:
         _lock(cur, table)
-        if not _check_table(cur, table, dataset, partitioned=True):
-            cur.execute(_create_sql(table, dataset, partitioned=True))
-        cur.execute(
-            f"CREATE TABLE IF NOT EXISTS {quote_ident(partition)} PARTITION OF {quote_ident(table)} FOR VALUES IN (%s)",
-            (month,),
-        )
-        _check_attached(cur, table, partition)
-        ensure_marker_table(cur, marker_table)
+        with _bounded_lock_wait(cur, lock_timeout, update_id(dataset, month), table):
+            if not _check_table(cur, table, dataset, partitioned=True):
+                cur.execute(_create_sql(table, dataset, partitioned=True))
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {quote_ident(partition)} PARTITION OF {quote_ident(table)}"
+                " FOR VALUES IN (%s)",
+                (month,),
+            )
+            _check_attached(cur, table, partition)
+            ensure_marker_table(cur, marker_table)
     conn.commit()
     return partition
 
@@ -288,11 +314,12 @@ def _copy(cur, target: str, columns: list[str], parquet: Path, lineage, progress
     return counter[0]
 
 
-def _mark(cur, marker_table: str, update: str, table: str) -> None:
+def _mark(cur, marker_table: str, update: str, table: str, lake_file: str | None) -> None:
     cur.execute(
-        f"INSERT INTO {quote_ident(marker_table)} (update_id, target_table) VALUES (%s, %s)"
-        " ON CONFLICT (update_id) DO UPDATE SET target_table = EXCLUDED.target_table, inserted = NOW()",
-        (update, table),
+        f"INSERT INTO {quote_ident(marker_table)} (update_id, target_table, lake_file) VALUES (%s, %s, %s)"
+        " ON CONFLICT (update_id) DO UPDATE SET target_table = EXCLUDED.target_table, inserted = NOW(),"
+        " lake_file = EXCLUDED.lake_file",
+        (update, table, lake_file),
     )
 
 
@@ -303,38 +330,47 @@ def load_month(
     dataset: Dataset,
     month: dt.date,
     marker_table: str,
+    lake_file: str | None = None,
+    lock_timeout: float = 60.0,
     progress: RowProgress | None = None,
 ) -> int:
-    """Replace one month of a service's table with the canonical Parquet's rows; returns the row count."""
+    """Replace one month of a service's table with the canonical Parquet's rows; returns the row count.
+
+    `lake_file` (the lake file's fingerprint) is recorded in the marker: the month is done only for that file.
+    """
     expected_rows = pq.read_metadata(parquet).num_rows
     with connection(dsn) as conn:
-        partition = prepare_month_table(conn, dataset, month, marker_table)
+        partition = prepare_month_table(conn, dataset, month, marker_table, lock_timeout)
         update = update_id(dataset, month)
         with conn.cursor() as cur:
             # Loads of one month take turns until commit: the second deletes what the first committed
             # (its DELETE runs after the wait, so it sees those rows) instead of adding the month again.
             _lock(cur, update)
-            cur.execute(f"DELETE FROM {quote_ident(partition)}")
-            columns = [name for name, _ in _expected_columns(dataset, with_lineage=True)]
-            copied = _copy(cur, partition, columns, parquet, month, progress)
-            if copied != expected_rows:
-                raise PipelineError(f"{update}: copied {copied:,} rows, expected {expected_rows:,}")
-            _mark(cur, marker_table, update, table_name(dataset))
+            with _bounded_lock_wait(cur, lock_timeout, update, partition):
+                cur.execute(f"DELETE FROM {quote_ident(partition)}")
+                columns = [name for name, _ in _expected_columns(dataset, with_lineage=True)]
+                copied = _copy(cur, partition, columns, parquet, month, progress)
+                if copied != expected_rows:
+                    raise PipelineError(f"{update}: copied {copied:,} rows, expected {expected_rows:,}")
+                _mark(cur, marker_table, update, table_name(dataset), lake_file)
         conn.commit()
     return copied
 
 
-def load_zones(dsn: str, parquet: Path, *, marker_table: str) -> int:
+def load_zones(
+    dsn: str, parquet: Path, *, marker_table: str, lake_file: str | None = None, lock_timeout: float = 60.0
+) -> int:
     """Replace the zones table with the lookup's rows, in one transaction."""
     with connection(dsn) as conn:
         with conn.cursor() as cur:
             _lock(cur, "zones")  # held to the commit: concurrent loads of the zones take turns
-            if not _check_table(cur, "zones", ZONES, partitioned=False):
-                cur.execute(_create_sql("zones", ZONES, partitioned=False))
-            ensure_marker_table(cur, marker_table)
-            cur.execute("DELETE FROM zones")
-            copied = _copy(cur, "zones", [c.name for c in ZONES.columns], parquet, None, None)
-            _mark(cur, marker_table, update_id(ZONES, None), "zones")
+            with _bounded_lock_wait(cur, lock_timeout, "zones", "zones"):
+                if not _check_table(cur, "zones", ZONES, partitioned=False):
+                    cur.execute(_create_sql("zones", ZONES, partitioned=False))
+                ensure_marker_table(cur, marker_table)
+                cur.execute("DELETE FROM zones")
+                copied = _copy(cur, "zones", [c.name for c in ZONES.columns], parquet, None, None)
+                _mark(cur, marker_table, update_id(ZONES, None), "zones", lake_file)
         conn.commit()
     return copied
 
@@ -352,23 +388,27 @@ def done_updates(dsn: str, marker_table: str, update_ids: list[str]) -> set[str]
         return {row[0] for row in cur.fetchall()}
 
 
-def loaded_months(dsn: str, marker_table: str, dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
-    """Months marked done whose rows are still there: the month's partition attached to the service's table
-    (the zones table, for None). One query; a dropped table or a detached partition is not loaded."""
-    ids = {update_id(dataset, month): month for month in months}
+def loaded_months(
+    dsn: str, marker_table: str, dataset: Dataset, lake_files: dict[dt.date | None, str]
+) -> set[dt.date | None]:
+    """Months (month -> the lake file's fingerprint) marked done from that very lake file whose rows are still
+    there: the month's partition attached to the service's table (the zones table, for None). One query; a
+    dropped table, a detached partition or a month redone in the lake since is not loaded."""
+    ids = {update_id(dataset, month): month for month in lake_files}
     table = table_name(dataset) if dataset is not ZONES else "zones"
     holders = [quote_ident(table if month is None else _partition_name(table, month)) for month in ids.values()]
     with connection(dsn) as conn, conn.cursor() as cur:
         conn.autocommit = True  # a read: no BEGIN, one round trip
         try:
             cur.execute(
-                f"SELECT u.id FROM unnest(%s::text[], %s::text[]) AS u(id, holder)"
+                f"SELECT u.id FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(id, holder, lake_file)"
                 f" JOIN {quote_ident(marker_table)} m ON m.update_id = u.id"
-                " WHERE to_regclass(u.holder) IS NOT NULL AND (to_regclass(u.holder) = to_regclass(%s)"
+                " WHERE m.lake_file = u.lake_file AND to_regclass(u.holder) IS NOT NULL"
+                "  AND (to_regclass(u.holder) = to_regclass(%s)"
                 "  OR EXISTS (SELECT 1 FROM pg_inherits i"
                 "   WHERE i.inhrelid = to_regclass(u.holder) AND i.inhparent = to_regclass(%s)))",
-                (list(ids), holders, quote_ident(table), quote_ident(table)),
+                (list(ids), holders, list(lake_files.values()), quote_ident(table), quote_ident(table)),
             )
-        except psycopg2.errors.UndefinedTable:
-            return set()  # nothing was ever loaded here
+        except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn):
+            return set()  # nothing was ever loaded here, or only before lake files were recorded
         return {ids[row[0]] for row in cur.fetchall()}

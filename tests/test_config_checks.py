@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
 from luigi_tasks import config
 from luigi_tasks.errors import DataError
-from tests.conftest import files_under, luigi_command, luigi_settings, pipeline_settings, write_config
+from tests.conftest import (
+    CSV_PATH,
+    DATA,
+    files_under,
+    luigi_command,
+    luigi_settings,
+    month_path,
+    pipeline_settings,
+    serve_zones,
+    write_config,
+)
 
 TEMPLATE = "expected a URL template with {service}, {year} and {month} and no other placeholder"
 CSV = "http://127.0.0.1:9/csv/{service}/{service}_tripdata_{year}-{month}.csv.gz"
@@ -35,6 +47,7 @@ CSV = "http://127.0.0.1:9/csv/{service}/{service}_tripdata_{year}-{month}.csv.gz
         ("tlc", "timeout", "-3", "[tlc] timeout -3.0 is out of range: expected more than 0 seconds"),
         ("lake", "row_group_rows", "0", "[lake] row_group_rows 0 is out of range: expected 1 or more rows"),
         ("lake", "row_group_rows", "-5", "[lake] row_group_rows -5 is out of range: expected 1 or more rows"),
+        ("postgres", "lock_timeout", "-1", "[postgres] lock_timeout -1.0 is out of range: expected 0 or more seconds"),
     ],
 )  # fmt: skip
 def test_a_bad_setting_is_one_line_naming_setting_value_and_expectation(section, key, value, message):
@@ -71,3 +84,41 @@ def test_a_bad_url_template_stops_the_cli_before_any_download(tmp_path, server):
     assert "Did not run any tasks" in done.stderr
     assert server.total_requests() == 0
     assert files_under(tmp_path / "lake") == []
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("postgres", "dsn", "postgresql://luigi:p%40ss-secret@127.0.0.1:1/db"),  # a percent-encoded password
+        ("tlc", "csv_url", CSV + "?X-Amz-Signature=ab%2Fsig-secret"),  # a presigned URL
+    ],
+)
+def test_a_percent_sign_in_a_value_is_refused_in_one_line_without_the_value(tmp_path, server, section, key, value):
+    settings = {**pipeline_settings(server, tmp_path / "lake"), (section, key): value}
+    done = luigi_command(
+        ["IngestMonth", "--service", "yellow", "--month", "2020-07", "--sinks", "lake,postgres", "--local-scheduler"],
+        write_config(tmp_path / "luigi.cfg", settings),
+    )
+    assert done.returncode == 35  # luigi could not tell whether a task that reads the key is done
+    message = (
+        f"[{section}] {key} cannot be read from the config file: write a literal % as %% (luigi reads %(name)s and"
+        " ${VAR} in values) and set the variables it names; the value is not shown"
+    )
+    assert any(line.endswith(f": {message}") for line in done.stderr.splitlines())
+    assert "secret" not in done.stdout + done.stderr
+
+
+def test_a_percent_sign_written_twice_is_one_in_the_value(tmp_path, server):
+    signed = month_path(CSV_PATH, "yellow", "2020-07") + "?X-Amz-Signature=ab%2Fsig"
+    server.add(signed, gzip.compress((DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()))
+    serve_zones(server)
+    settings = {
+        **pipeline_settings(server, tmp_path / "lake"),
+        ("tlc", "csv_url"): server.base_url + CSV_PATH + "?X-Amz-Signature=ab%%2Fsig",
+    }
+    done = luigi_command(
+        ["IngestMonth", "--service", "yellow", "--month", "2020-07", "--local-scheduler"],
+        write_config(tmp_path / "luigi.cfg", settings),
+    )
+    assert done.returncode == 0, done.stderr
+    assert server.requests[signed] == 1

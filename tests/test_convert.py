@@ -220,6 +220,28 @@ def test_parquet_source_is_cast_to_the_same_schema(tmp_path):
     assert manifest.columns_filled_null == ("cbd_congestion_fee",)
 
 
+def test_a_pandas_index_in_a_parquet_source_is_dropped(tmp_path):
+    # What pandas' to_parquet writes for a frame whose index is not the default range (e.g. after a filter).
+    trips = pa.table(
+        {
+            "dispatching_base_num": ["B1", "B2"],
+            "pickup_datetime": pa.array([dt.datetime(2023, 1, 1), dt.datetime(2023, 1, 2)], pa.timestamp("us")),
+            "dropOff_datetime": pa.array([dt.datetime(2023, 1, 1, 1), dt.datetime(2023, 1, 2, 1)], pa.timestamp("us")),
+            "PUlocationID": [1.0, None],
+            "DOlocationID": [2.0, 3.0],
+            "__index_level_0__": pa.array([7, 9], pa.int64()),
+        }
+    )
+    raw = tmp_path / "fhv_tripdata_2023-01.parquet"
+    pq.write_table(trips, raw)
+    manifest = convert(raw, tmp_path / "out.parquet", FHV, "2023-01")
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.schema == FHV.schema
+    assert table["dispatching_base_num"].to_pylist() == ["B1", "B2"]
+    assert table["PULocationID"].to_pylist() == [1, None]
+    assert manifest.rows_in == manifest.rows_out == 2
+
+
 def test_parquet_with_a_fractional_code_names_the_column(tmp_path):
     raw = tmp_path / "fhv_tripdata_2023-01.parquet"
     pq.write_table(

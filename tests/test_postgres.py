@@ -14,12 +14,13 @@ import psycopg2
 import pyarrow.parquet as pq
 import pytest
 
-from luigi_tasks import IngestMonth, LoadToPostgres
+from luigi_tasks import IngestMonth, LoadToPostgres, ToParquet
 from luigi_tasks.catalog import GREEN, YELLOW, ZONES
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.postgres import done_updates, load_month, load_zones, loaded_months
 from luigi_tasks.synthetic import write_trip_csv
+from luigi_tasks.tasks.sinks import done_by_sink
 from tests.conftest import DATA, luigi_settings, month, run_tasks, serve_csv_month, serve_zones
 
 YELLOW_HEAD = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
@@ -228,7 +229,8 @@ def test_wrong_password_is_masked(pg_dsn):
 
 def test_a_detached_partition_is_refused_not_loaded_into(pg_dsn, tmp_path):
     january = canonical(tmp_path, YELLOW, "2021-01", 300)
-    load_month(pg_dsn, january, dataset=YELLOW, month=month("2021-01"), marker_table="table_updates")
+    load_month(pg_dsn, january, dataset=YELLOW, month=month("2021-01"), marker_table="table_updates", lake_file="1:a")
+    assert loaded_months(pg_dsn, "table_updates", YELLOW, {month("2021-01"): "1:a"}) == {month("2021-01")}
     with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
         cur.execute("ALTER TABLE yellow_tripdata DETACH PARTITION yellow_tripdata_2021_01")
     conn.close()
@@ -236,4 +238,64 @@ def test_a_detached_partition_is_refused_not_loaded_into(pg_dsn, tmp_path):
         load_month(pg_dsn, january, dataset=YELLOW, month=month("2021-01"), marker_table="table_updates")
     assert query(pg_dsn, "SELECT count(*) FROM yellow_tripdata_2021_01") == [(300,)]  # untouched
     assert month_counts(pg_dsn, "yellow_tripdata") == {}
-    assert loaded_months(pg_dsn, "table_updates", YELLOW, [month("2021-01")]) == set()
+    assert loaded_months(pg_dsn, "table_updates", YELLOW, {month("2021-01"): "1:a"}) == set()
+
+
+def test_a_month_redone_in_the_lake_is_loaded_again(pg_lake, pg_dsn, server):
+    # A marker table of luigi's PostgresTarget shape, from before lake files were recorded, keeps working.
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE table_updates (update_id TEXT PRIMARY KEY, target_table TEXT, inserted TIMESTAMP)")
+    conn.close()
+    july = month("2020-07")
+    serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
+    serve_zones(server)
+    assert run_tasks(IngestMonth(service="yellow", month=july, sinks="lake,postgres"))[1] == {}
+    assert month_counts(pg_dsn, "yellow_tripdata") == {"2020-07": 266}
+
+    first_100 = b"".join(YELLOW_HEAD.splitlines(keepends=True)[:101])  # the header and 100 trips
+    serve_csv_month(server, "yellow", "2020-07", first_100)
+    for raw in pg_lake.glob("raw/**/*.csv.gz"):
+        raw.unlink()  # the month is downloaded again, as when the TLC republishes it
+    assert run_tasks(ToParquet(service="yellow", month=july, reload=True))[1] == {}
+    assert LoadToPostgres(service="yellow", month=july).complete() is False
+    assert july not in done_by_sink(YELLOW, [july], ("postgres",))[1]["postgres"]
+
+    assert run_tasks(IngestMonth(service="yellow", month=july, sinks="lake,postgres"))[1] == {}
+    assert month_counts(pg_dsn, "yellow_tripdata") == {"2020-07": 100}
+    assert query(pg_dsn, "SELECT count(*) FROM (SELECT DISTINCT * FROM yellow_tripdata) d") == [(100,)]
+    assert LoadToPostgres(service="yellow", month=july).complete() is True
+    assert july in done_by_sink(YELLOW, [july], ("postgres",))[1]["postgres"]
+
+
+@pytest.mark.parametrize(
+    "held, at, table",
+    [
+        # An open transaction that read the table: a new month's partition needs the table to itself.
+        ("SELECT count(*) FROM yellow_tripdata", "2020-08", "yellow_tripdata"),
+        # A session that locked the month against writes: a reload's DELETE waits for it.
+        ("LOCK TABLE yellow_tripdata_2020_07 IN SHARE MODE", "2020-07", "yellow_tripdata_2020_07"),
+    ],
+)
+def test_a_load_waits_for_a_lock_at_most_lock_timeout(pg_lake, pg_dsn, server, held, at, table):
+    for at_month in ("2020-07", "2020-08"):
+        serve_csv_month(server, "yellow", at_month, YELLOW_HEAD)
+    assert run_tasks(LoadToPostgres(service="yellow", month=month("2020-07")))[1] == {}
+    markers = query(pg_dsn, "SELECT * FROM table_updates")
+    holder = psycopg2.connect(pg_dsn)
+    holder.cursor().execute(held)  # its transaction stays open
+    try:
+        with luigi_settings({("postgres", "lock_timeout"): "1"}):
+            _, failures = run_tasks(LoadToPostgres(service="yellow", month=month(at), reload=True))
+        assert [str(error) for error in failures.values()] == [
+            f"yellow_tripdata:{at}: another session held a lock on {table} for more than [postgres] lock_timeout = 1"
+            " seconds (a long query or an open transaction); nothing was loaded"
+        ]
+        # The load gave up its place in the lock queue: another reader goes straight through.
+        with psycopg2.connect(pg_dsn, options="-c statement_timeout=5000") as reader, reader.cursor() as cur:
+            cur.execute("SELECT count(*) FROM yellow_tripdata")
+            assert cur.fetchone() == (266,)
+        reader.close()
+    finally:
+        holder.close()
+    assert month_counts(pg_dsn, "yellow_tripdata") == {"2020-07": 266}
+    assert query(pg_dsn, "SELECT * FROM table_updates") == markers

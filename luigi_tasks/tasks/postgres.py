@@ -8,27 +8,37 @@ import luigi
 
 from luigi_tasks import config
 from luigi_tasks.catalog import Dataset
+from luigi_tasks.errors import PipelineError
 from luigi_tasks.lake import LakeEntry
 from luigi_tasks.postgres import checked_identifier, load_month, load_zones, loaded_months
 from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
-from luigi_tasks.tasks.lake import lake_task
+from luigi_tasks.tasks.lake import CanonicalTarget, lake_task
 
 
 class PostgresMonthTarget(luigi.Target):
     """Exists when the marker table has the month's row (e.g. 'yellow_tripdata:2021-01'), written in the load's
-    own transaction, and the month's partition (the zones table, for the lookup) is still in place."""
+    own transaction from the lake file that is there now, and the month's partition (the zones table, for the
+    lookup) is still in place."""
 
-    def __init__(self, dataset: Dataset, month: dt.date | None) -> None:
-        self.dataset, self.month = dataset, month
+    def __init__(self, dataset: Dataset, month: dt.date | None, source: CanonicalTarget) -> None:
+        self.dataset, self.month, self.source = dataset, month, source
 
     def exists(self) -> bool:
-        return bool(_loaded(self.dataset, [self.month]))
+        entry = self.source.entry()
+        # Asked even when the lake has no file yet: an unreachable database fails the check before any work.
+        return bool(_loaded(self.dataset, {} if entry is None else {self.month: entry}))
 
 
-def _loaded(dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
+def lake_file(entry: LakeEntry) -> str:
+    """The lake file's fingerprint as the marker records it: a month redone in the lake has another."""
+    return f"{entry.file.size}:{entry.file.crc32c}"
+
+
+def _loaded(dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
     settings = config.postgres()
     marker_table = checked_identifier(settings.marker_table, "[postgres] marker_table")
-    return loaded_months(settings.dsn, marker_table, dataset, months)
+    lake_files = {month: lake_file(entry) for month, entry in entries.items()}
+    return loaded_months(settings.dsn, marker_table, dataset, lake_files)
 
 
 class _LoadToPostgres(ReloadableTask):
@@ -41,14 +51,25 @@ class _LoadToPostgres(ReloadableTask):
         return lake_task(getattr(self, "service", None), self.month)
 
     def output(self) -> PostgresMonthTarget:
-        return PostgresMonthTarget(self.dataset, self.month)
+        return PostgresMonthTarget(self.dataset, self.month, self.input())
 
     @unless_done
     def run(self) -> None:
         settings, source = config.postgres(), self.input()
+        # The entry is read before the file: if the lake month is redone in between, the marker names the older
+        # file, so the month counts as not done and loads again (never the other way round).
+        entry = source.entry()
+        if entry is None:
+            raise PipelineError(f"{self.label}: {source.path} is not complete in the lake")
         with source.lake.open_input(source.key) as parquet:
             if self.month is None:
-                self.rows = load_zones(settings.dsn, parquet, marker_table=settings.marker_table)
+                self.rows = load_zones(
+                    settings.dsn,
+                    parquet,
+                    marker_table=settings.marker_table,
+                    lake_file=lake_file(entry),
+                    lock_timeout=settings.lock_timeout,
+                )
             else:
                 self.rows = load_month(
                     settings.dsn,
@@ -56,6 +77,8 @@ class _LoadToPostgres(ReloadableTask):
                     dataset=self.dataset,
                     month=self.month,
                     marker_table=settings.marker_table,
+                    lake_file=lake_file(entry),
+                    lock_timeout=settings.lock_timeout,
                     progress=self.progress_reporter(unit="rows", scale=1),
                 )
         self.set_status_message(f"{self.rows:,} rows loaded")
@@ -85,4 +108,4 @@ class PostgresSink:
 
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
         """One query on the marker table and the catalogue for every month asked about."""
-        return _loaded(dataset, list(entries))  # asked even for no month: an unreachable sink fails at once
+        return _loaded(dataset, entries)  # asked even for no month: an unreachable sink fails at once
