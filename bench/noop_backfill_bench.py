@@ -72,27 +72,30 @@ def fill(cluster: PostgresCluster, lake: Path, stop: dt.date) -> None:
     from luigi_tasks.files import fingerprints_of
     from luigi_tasks.lake import Lake, LakeEntry, canonical_key
     from luigi_tasks.postgres import load_month, load_zones
+    from luigi_tasks.tasks.postgres import lake_file
     from luigi_tasks.synthetic import write_trip_csv
 
     work = lake.parent / "raw"
     work.mkdir(exist_ok=True)
     store = Lake(str(lake))
 
-    def convert(raw: Path, dataset, month: dt.date | None) -> Path:
+    def convert(raw: Path, dataset, month: dt.date | None) -> tuple[Path, str]:
         key = canonical_key(dataset, month)
         manifest = to_canonical_parquet(raw, store.local_path(key), dataset=dataset, month=month, source_url="x")
-        store.write_entry(key, LakeEntry(manifest, fingerprints_of(store.local_path(key))))
-        return store.local_path(key)
+        entry = LakeEntry(manifest, fingerprints_of(store.local_path(key)))
+        store.write_entry(key, entry)
+        return store.local_path(key), lake_file(entry)
 
     month = START
     while month <= stop:
         for name, dataset in SERVICES.items():
             raw = write_trip_csv(work / f"{name}-{month:%Y-%m}.csv", dataset, month, ROWS_PER_MONTH, seed=month.month)
-            parquet = convert(raw, dataset, month)
-            load_month(cluster.dsn, parquet, dataset=dataset, month=month, marker_table="table_updates")
+            parquet, fingerprint = convert(raw, dataset, month)
+            load_month(cluster.dsn, parquet, dataset=dataset, month=month, marker_table="table_updates",
+                       lake_file=fingerprint)  # fmt: skip
         month = next_month(month)
-    zones = convert(REPO / "tests/data/taxi_zone_lookup.csv", ZONES, None)
-    load_zones(cluster.dsn, zones, marker_table="table_updates")
+    zones, fingerprint = convert(REPO / "tests/data/taxi_zone_lookup.csv", ZONES, None)
+    load_zones(cluster.dsn, zones, marker_table="table_updates", lake_file=fingerprint)
 
 
 def logged_statements(cluster: PostgresCluster) -> int:

@@ -37,6 +37,7 @@ _BATCH_ROWS = 16_384
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 RowProgress = Callable[[int, "int | None"], None]
+ParquetSource = Path | pa.NativeFile  # a local file, or a lake file opened for random access
 _UNPARSEABLE_DSN = (
     "[postgres] dsn is not a libpq URI or key=value string (libpq's reason is not shown: it may quote the password);"
     " expected e.g. host=H user=U password='a b' dbname=D, or a URI with its password percent-encoded"
@@ -280,7 +281,7 @@ class _ByteStream:
 
 
 def _binary_copy_chunks(
-    parquet: Path, lineage: dt.date | None, progress: RowProgress | None, counter: list[int]
+    parquet: ParquetSource, lineage: dt.date | None, progress: RowProgress | None, counter: list[int]
 ) -> Iterator[bytes]:
     source = pq.ParquetFile(parquet)
     schema = source.schema_arrow
@@ -304,7 +305,7 @@ def _binary_copy_chunks(
     yield encoder.finish()
 
 
-def _copy(cur, target: str, columns: list[str], parquet: Path, lineage, progress) -> int:
+def _copy(cur, target: str, columns: list[str], parquet: ParquetSource, lineage, progress) -> int:
     counter = [0]
     column_list = ", ".join(quote_ident(c) for c in columns)
     stream = _ByteStream(_binary_copy_chunks(parquet, lineage, progress, counter))
@@ -325,7 +326,7 @@ def _mark(cur, marker_table: str, update: str, table: str, lake_file: str | None
 
 def load_month(
     dsn: str,
-    parquet: Path,
+    parquet: ParquetSource,
     *,
     dataset: Dataset,
     month: dt.date,
@@ -358,7 +359,7 @@ def load_month(
 
 
 def load_zones(
-    dsn: str, parquet: Path, *, marker_table: str, lake_file: str | None = None, lock_timeout: float = 60.0
+    dsn: str, parquet: ParquetSource, *, marker_table: str, lake_file: str | None = None, lock_timeout: float = 60.0
 ) -> int:
     """Replace the zones table with the lookup's rows, in one transaction."""
     with connection(dsn) as conn:
