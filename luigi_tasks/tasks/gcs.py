@@ -6,7 +6,6 @@ When the lake itself is on GCS, its files already are GCS objects: the sink adds
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import re
 
 import luigi
@@ -17,7 +16,7 @@ from luigi_tasks.errors import DataError
 from luigi_tasks.lake import LakeEntry, canonical_key
 from luigi_tasks.lazy import lazy_module
 from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
-from luigi_tasks.tasks.lake import lake_task
+from luigi_tasks.tasks.lake import lake_is_on, lake_task, say_mirror_adds_nothing
 
 gcs = lazy_module("luigi_tasks.gcs")
 
@@ -39,15 +38,6 @@ def mirror_name(prefix: str, key: str) -> str:
 
 def object_name(key: str) -> str:
     return mirror_name(checked_prefix(config.gcp().prefix, "[gcp] prefix"), key)
-
-
-def lake_is_on_gcs() -> bool:
-    return config.lake().open().kind == "gcs"
-
-
-@functools.cache
-def _say_lake_is_gcs(uri: str) -> None:
-    log.info("the lake is on GCS (%s): the gcs sink adds nothing; BigQuery loads from the lake's objects", uri)
 
 
 class GCSObjectTarget(luigi.Target):
@@ -100,7 +90,7 @@ class UploadZonesToGCS(ZonesTask, _UploadToGCS):
 
 def gcs_object(service: str | None, month: dt.date | None) -> tuple[luigi.Task, str]:
     """The task that puts a canonical file on GCS and its gs:// URI: the lake itself when it is on GCS."""
-    if lake_is_on_gcs():
+    if lake_is_on("gcs"):
         task = lake_task(service, month)
         return task, task.output().path
     task = UploadZonesToGCS() if month is None else UploadToGCS(service=service, month=month)
@@ -111,17 +101,17 @@ class GcsSink:
     name = "gcs"
 
     def month_task(self, service: str, month: dt.date, reload: bool = False) -> luigi.Task:
-        if lake_is_on_gcs():
-            _say_lake_is_gcs(config.lake().open().uri())
+        if lake_is_on("gcs"):
+            say_mirror_adds_nothing("gcs")
             return lake_task(service, month)
         return UploadToGCS(service=service, month=month, reload=reload)
 
     def zones_task(self, reload: bool = False) -> luigi.Task:
-        return lake_task(None, None) if lake_is_on_gcs() else UploadZonesToGCS(reload=reload)
+        return lake_task(None, None) if lake_is_on("gcs") else UploadZonesToGCS(reload=reload)
 
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
         """One listing of the mirror's folder, compared with the size and crc32c each manifest recorded."""
-        if lake_is_on_gcs():
+        if lake_is_on("gcs"):
             return set(entries)
         settings = config.gcp()
         names = {month: object_name(canonical_key(dataset, month)) for month in entries}

@@ -162,6 +162,16 @@ def lake_task(service: str | None, month: dt.date | None) -> ToParquet | ZonesTo
     return ZonesToParquet() if month is None else ToParquet(service=service, month=month)
 
 
+def lake_is_on(kind: str) -> bool:
+    """Whether the lake is on that store ('gcs', 's3'): a mirror sink of the same store then adds nothing."""
+    return config.lake().open().kind == kind
+
+
+@functools.cache
+def say_mirror_adds_nothing(sink: str) -> None:
+    log.info("the lake is already in %s (%s): the %s sink adds nothing", sink, config.lake().open().uri(), sink)
+
+
 class LakeSink:
     name = "lake"
 

@@ -7,7 +7,6 @@ When the lake itself is on S3, its files already are S3 objects: the sink adds n
 from __future__ import annotations
 
 import datetime as dt
-import functools
 
 import luigi
 
@@ -17,7 +16,7 @@ from luigi_tasks.lake import LakeEntry, canonical_key
 from luigi_tasks.lazy import lazy_module
 from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
 from luigi_tasks.tasks.gcs import checked_prefix, mirror_name, object_name
-from luigi_tasks.tasks.lake import lake_task
+from luigi_tasks.tasks.lake import lake_is_on, lake_task, say_mirror_adds_nothing
 
 gcs = lazy_module("luigi_tasks.gcs")
 s3 = lazy_module("luigi_tasks.s3")
@@ -25,15 +24,6 @@ s3 = lazy_module("luigi_tasks.s3")
 
 def s3_key(key: str) -> str:
     return mirror_name(checked_prefix(config.s3().prefix, "[s3] prefix"), key)
-
-
-def lake_is_on_s3() -> bool:
-    return config.lake().open().kind == "s3"
-
-
-@functools.cache
-def _say_lake_is_s3(uri: str) -> None:
-    log.info("the lake is on S3 (%s): the s3 sink adds nothing", uri)
 
 
 class S3ObjectTarget(luigi.Target):
@@ -118,17 +108,17 @@ class S3Sink:
     name = "s3"
 
     def month_task(self, service: str, month: dt.date, reload: bool = False) -> luigi.Task:
-        if lake_is_on_s3():
-            _say_lake_is_s3(config.lake().open().uri())
+        if lake_is_on("s3"):
+            say_mirror_adds_nothing("s3")
             return lake_task(service, month)
         return UploadToS3(service=service, month=month, reload=reload)
 
     def zones_task(self, reload: bool = False) -> luigi.Task:
-        return lake_task(None, None) if lake_is_on_s3() else UploadZonesToS3(reload=reload)
+        return lake_task(None, None) if lake_is_on("s3") else UploadZonesToS3(reload=reload)
 
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
         """One listing of the mirror's folder, compared with the size and ETag each manifest recorded."""
-        if lake_is_on_s3():
+        if lake_is_on("s3"):
             return set(entries)
         folder = s3_key(dataset.name) + "/"
         stored = s3.stored_etags(s3.client(), config.s3().bucket, folder)
