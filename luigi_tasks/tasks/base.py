@@ -133,7 +133,10 @@ class ReloadableTask(PipelineTask):
     """A task that `--reload` runs again even when its output is there (once per run)."""
 
     reload = luigi.BoolParameter(
-        default=False, significant=False, description="Do it again even if it is done (replaces it exactly)"
+        default=False,
+        significant=False,
+        visibility=luigi.parameter.ParameterVisibility.HIDDEN,  # a way to run, not part of what the task is
+        description="Do it again even if it is done (replaces it exactly)",
     )
     _reloaded = False
 

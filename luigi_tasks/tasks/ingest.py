@@ -30,7 +30,10 @@ class IngestMonth(MonthTask, luigi.WrapperTask):
 
     sinks = SinksParameter(default=("lake",), description="Where the month goes: " + ", ".join(SINKS))
     reload = luigi.BoolParameter(
-        default=False, significant=False, description="Put the month into every sink asked for again, replacing it"
+        default=False,
+        significant=False,
+        visibility=luigi.parameter.ParameterVisibility.HIDDEN,
+        description="Put the month into every sink asked for again, replacing it",
     )
 
     def requires(self) -> list[luigi.Task]:
