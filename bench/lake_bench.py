@@ -224,7 +224,8 @@ def report(noop: list[dict], month: list[dict], args: argparse.Namespace) -> str
     local = next(r for r in month if r["lake"] == "local")
     remote = next(r for r in month if r["lake"] == "gcs")
     lines = [
-        f"### One month ({args.rows:,} rows of yellow), each step run with `--reload`, its input already in the lake (LoadToPostgres thus replaces the month: DELETE of the previous rows, then COPY)",
+        f"### One month ({args.rows:,} rows of yellow), each step run with `--reload`, its input already in the "
+        "lake (LoadToPostgres thus replaces the month: DELETE of the previous rows, then COPY)",
         "",
         "| step | local lake, wall s (median) | GCS lake (fake-gcs-server), wall s (median) | GCS / local |",
         "|---|---|---|---|",
