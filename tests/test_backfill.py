@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import luigi
 import pytest
 
@@ -122,5 +125,27 @@ def test_runs_command_shows_the_history(pg_lake, server, capsys):
     runs.main(["--path", str(config.history().file), "--limit", "10"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["finished", "status", "seconds", "rows", "task"]
-    [to_parquet] = [line for line in lines if "ToParquet_2020_07_yellow" in line]
+    [to_parquet] = [line for line in lines if " ToParquet(" in line]
     assert to_parquet.split()[2:3] == ["DONE"] and "266" in to_parquet.split()
+    assert to_parquet.endswith("ToParquet(month=2020-07, service=yellow)")
+
+
+def test_runs_command_into_a_closed_pipe_ends_quietly(tmp_path):
+    import sqlite3
+
+    from luigi_tasks import history
+
+    path = tmp_path / "history.sqlite"
+    history.record(path, task_id="T", task_family="ToParquet", params={"service": "yellow"}, status="DONE",
+                   started=None)  # fmt: skip
+    with sqlite3.connect(path) as db:  # far more lines than a pipe holds, so `head` closes it mid-write
+        db.executemany(
+            "INSERT INTO runs (task_id, task_family, params, status, finished) VALUES (?, ?, ?, ?, ?)",
+            [(f"T{i}", "ToParquet", '{"service": "yellow"}', "DONE", "2026-01-01 00:00:00") for i in range(20_000)],
+        )
+    shown = subprocess.run(
+        f"{sys.executable} -m luigi_tasks.runs --path {path} --limit 20000 | head -1",
+        shell=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.stdout.split() == ["finished", "status", "seconds", "rows", "task"]
+    assert shown.stderr == ""
