@@ -7,7 +7,6 @@ reached through STORAGE_EMULATOR_HOST, which the official client reads itself.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import re
@@ -15,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import google_crc32c
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
@@ -24,6 +22,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from luigi_tasks import config
 from luigi_tasks.download import redact_url
 from luigi_tasks.errors import PipelineError
+from luigi_tasks.files import fingerprints_of
 
 CHUNK_BYTES = 8 << 20  # resumable uploads in 8 MiB chunks: a retry resends one chunk, not the file
 UPLOAD_SESSIONS = 2  # a resumable session the server lost (404/410) is started again once
@@ -40,11 +39,8 @@ class Fingerprint:
 
 
 def fingerprint(path: Path) -> Fingerprint:
-    checksum = google_crc32c.Checksum()
-    with open(path, "rb") as source:
-        while chunk := source.read(1 << 20):
-            checksum.update(chunk)
-    return Fingerprint(size=path.stat().st_size, crc32c=base64.b64encode(checksum.digest()).decode())
+    fingerprints = fingerprints_of(path)
+    return Fingerprint(size=fingerprints.size, crc32c=fingerprints.crc32c)
 
 
 class Client(storage.Client):

@@ -9,7 +9,6 @@ proves the stored bytes are ours.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 from pathlib import Path
 from typing import IO
@@ -21,10 +20,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from google.api_core import exceptions as gexc
 
 from luigi_tasks.errors import PipelineError
+from luigi_tasks.files import S3_PART_BYTES, fingerprints_of
 
 log = logging.getLogger(__name__)
 
-PART_BYTES = 8 << 20
+PART_BYTES = S3_PART_BYTES
 _TRANSFER = TransferConfig(multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES)
 
 
@@ -32,15 +32,9 @@ def client():
     return boto3.client("s3")
 
 
-def expected_etag(path: Path, part_bytes: int = PART_BYTES) -> str:
-    """The ETag S3 gives `path` uploaded with parts of `part_bytes` (a single PUT below that size)."""
-    parts = []
-    with open(path, "rb") as source:
-        while chunk := source.read(part_bytes):
-            parts.append(hashlib.md5(chunk).digest())
-    if len(parts) <= 1:
-        return (parts[0] if parts else hashlib.md5(b"").digest()).hex()
-    return f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
+def expected_etag(path: Path) -> str:
+    """The ETag S3 gives `path` uploaded with parts of PART_BYTES (a single PUT below that size)."""
+    return fingerprints_of(path).s3_etag
 
 
 def _error(action: str, bucket: str, key: str, exc: Exception) -> PipelineError:
