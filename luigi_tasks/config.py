@@ -6,6 +6,7 @@ Each class is one section: `[tlc]` says where the source files are, `[lake]` whe
 from __future__ import annotations
 
 import configparser
+import datetime as dt
 import os
 import re
 import string
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import luigi
 
+from luigi_tasks import catalog
 from luigi_tasks.download import redact_url
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import Lake, open_lake
@@ -85,9 +87,11 @@ def _check_readable(section: str) -> None:
 
 class tlc(_Section):  # noqa: N801 - the class name is the config section's name
     source = luigi.ChoiceParameter(
-        choices=["csv", "parquet"],
-        default="csv",
-        description="Which family of source files to download: the course's csv.gz backups or the TLC parquet",
+        choices=["auto", "csv", "parquet"],
+        default="auto",
+        description="Which source files to download: auto (the course's csv.gz backups for the months they "
+        "cover, 2019-01..2021-07, the TLC's Parquet for every other month), csv (the backups only) or parquet "
+        "(the TLC's files only)",
     )
     csv_url = luigi.Parameter(
         default=COURSE_CSV_URL,
@@ -123,7 +127,11 @@ class tlc(_Section):  # noqa: N801 - the class name is the config section's name
         check_setting(self.timeout > 0, "[tlc] timeout", self.timeout, "more than 0 seconds")
 
     def url_for(self, service: str, year: str, month: str) -> str:
-        template = self.parquet_url if self.source == "parquet" else self.csv_url
+        on_date = dt.date(int(year), int(month), 1)
+        csv = self.source == "csv" or (
+            self.source == "auto" and catalog.has_course_csv(catalog.service(service), on_date)
+        )
+        template = self.csv_url if csv else self.parquet_url
         return template.format(service=service, year=year, month=month)
 
 

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import configparser
 import subprocess
 import sys
 
 import luigi
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 
-from luigi_tasks import Backfill, IngestMonth
+from luigi_tasks import Backfill, IngestMonth, config
+from luigi_tasks.catalog import YELLOW
 from luigi_tasks.errors import DataError
-from tests.conftest import DATA, files_under, month, run_tasks, serve_csv_month, serve_zones
+from luigi_tasks.lake import LakeEntry
+from luigi_tasks.synthetic import write_trip_csv
+from tests.conftest import (
+    CSV_PATH,
+    DATA,
+    PARQUET_PATH,
+    REPO,
+    files_under,
+    luigi_settings,
+    month,
+    month_path,
+    run_tasks,
+    serve_csv_month,
+    serve_zones,
+)
 
 YELLOW_HEAD = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
 GREEN_HEAD = (DATA / "green_tripdata_2019-01_head99.csv").read_bytes()
@@ -149,3 +168,39 @@ def test_runs_command_into_a_closed_pipe_ends_quietly(tmp_path):
     )  # fmt: skip
     assert shown.stdout.split() == ["finished", "status", "seconds", "rows", "task"]
     assert shown.stderr == ""
+
+
+def test_source_auto_takes_the_course_csv_to_2021_07_and_the_tlc_parquet_after(lake, server, tmp_path):
+    csv = write_trip_csv(tmp_path / "trips.csv", YELLOW, month("2021-07"), 40, seed=3)
+    serve_csv_month(server, "yellow", "2021-07", csv.read_bytes())
+    parquet = pa.BufferOutputStream()
+    pq.write_table(pa_csv.read_csv(write_trip_csv(tmp_path / "august.csv", YELLOW, month("2021-08"), 30)), parquet)
+    parquet_url = server.add(month_path(PARQUET_PATH, "yellow", "2021-08"), parquet.getvalue().to_pybytes())
+    serve_zones(server)
+
+    with luigi_settings({("tlc", "source"): "auto"}):
+        result, failures = run_tasks(Backfill(services="yellow", start=month("2021-07"), stop=month("2021-08")))
+
+    assert failures == {} and result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS
+    july, august = (
+        LakeEntry.from_json((lake / f"yellow/2021/_yellow_tripdata_2021-{mm}.json").read_bytes()).manifest
+        for mm in ("07", "08")
+    )
+    assert (july.source_url, july.rows_out) == (server.base_url + month_path(CSV_PATH, "yellow", "2021-07"), 40)
+    assert (august.source_url, august.rows_out) == (parquet_url, 30)
+    assert [p for p in files_under(lake) if p.startswith("raw/yellow")] == [
+        "raw/yellow/yellow_tripdata_2021-07.csv.gz",
+        "raw/yellow/yellow_tripdata_2021-08.parquet",
+    ]
+
+
+def test_source_auto_picks_per_service_and_month_and_is_the_shipped_default():
+    shipped = configparser.ConfigParser()
+    shipped.read(REPO / "luigi.cfg")
+    assert shipped.get("tlc", "source") == config.tlc.source._default == "auto"
+    settings = config.tlc(source="auto", csv_url="c/{service}/{year}-{month}", parquet_url="p/{service}/{year}-{month}")
+    assert [settings.url_for(s, y, m) for s, y, m in [("green", "2019", "01"), ("green", "2021", "07"),
+                                                       ("green", "2021", "08"), ("fhvhv", "2019", "02"),
+                                                       ("fhv", "2018", "12"), ("yellow", "2024", "01")]] == [
+        "c/green/2019-01", "c/green/2021-07", "p/green/2021-08", "c/fhvhv/2019-02", "p/fhv/2018-12", "p/yellow/2024-01",
+    ]  # fmt: skip
