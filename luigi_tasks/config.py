@@ -182,9 +182,16 @@ class postgres(_Section):  # noqa: N801
         "transaction) before it fails; while it waits, other queries of the table queue behind it. 0: no limit",
     )
 
+    load_streams = luigi.IntParameter(
+        default=2,
+        description="Connections that COPY one month at once (the server parses each on its own core); "
+        "1 to 16, about the server's free cores",
+    )
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         check_setting(self.lock_timeout >= 0, "[postgres] lock_timeout", self.lock_timeout, "0 or more seconds")
+        check_setting(1 <= self.load_streams <= 16, "[postgres] load_streams", self.load_streams, "1 to 16")
 
 
 class history(_Section):  # noqa: N801

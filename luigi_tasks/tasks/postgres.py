@@ -61,8 +61,8 @@ class _LoadToPostgres(ReloadableTask):
         entry = source.entry()
         if entry is None:
             raise PipelineError(f"{self.label}: {source.path} is not complete in the lake")
-        with source.lake.open_input(source.key) as parquet:
-            if self.month is None:
+        if self.month is None:
+            with source.lake.open_input(source.key) as parquet:
                 self.rows = load_zones(
                     settings.dsn,
                     parquet,
@@ -70,17 +70,18 @@ class _LoadToPostgres(ReloadableTask):
                     lake_file=lake_file(entry),
                     lock_timeout=settings.lock_timeout,
                 )
-            else:
-                self.rows = load_month(
-                    settings.dsn,
-                    parquet,
-                    dataset=self.dataset,
-                    month=self.month,
-                    marker_table=settings.marker_table,
-                    lake_file=lake_file(entry),
-                    lock_timeout=settings.lock_timeout,
-                    progress=self.progress_reporter(unit="rows", scale=1),
-                )
+        else:
+            self.rows = load_month(
+                settings.dsn,
+                lambda: source.lake.open_input(source.key),
+                dataset=self.dataset,
+                month=self.month,
+                marker_table=settings.marker_table,
+                lake_file=lake_file(entry),
+                lock_timeout=settings.lock_timeout,
+                progress=self.progress_reporter(unit="rows", scale=1),
+                streams=settings.load_streams,
+            )
         self.set_status_message(f"{self.rows:,} rows loaded")
         log.info("%s: %s rows loaded into PostgreSQL", self.label, f"{self.rows:,}")
 
