@@ -215,6 +215,18 @@ def state_dir() -> Path:
     return Path(os.environ.get("LUIGI_TASKS_STATE_DIR") or Path.home() / ".local/state/luigi_tasks")
 
 
+class progress(_Section):  # noqa: N801
+    interval = luigi.FloatParameter(
+        default=30.0,
+        description="Seconds between progress lines of a running download, conversion or load when stderr is not "
+        "a terminal (cron, a log file); on a terminal the line is redrawn in place",
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        check_setting(self.interval >= 0, "[progress] interval", self.interval, "0 or more seconds")
+
+
 class notify(_Section):  # noqa: N801
     webhook_url = luigi.Parameter(
         default="",

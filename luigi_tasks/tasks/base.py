@@ -13,6 +13,7 @@ import luigi
 from luigi_tasks import config, history, notify, summary
 from luigi_tasks.catalog import SERVICES, ZONES, Dataset, check_month, parse_month, service
 from luigi_tasks.errors import PipelineError
+from luigi_tasks.progress import TerminalProgress
 
 log = logging.getLogger("luigi-interface")
 
@@ -152,14 +153,18 @@ def _on_reloaded(task: ReloadableTask) -> None:
 
 
 class ProgressReporter:
-    """Forwards progress to the scheduler (visualiser) at most once a second or once a percent."""
+    """Forwards progress to the scheduler (visualiser) and the terminal, at most once a second or once a percent."""
 
-    def __init__(self, task: luigi.Task, *, unit: str, scale: float) -> None:
+    def __init__(self, task: PipelineTask, *, unit: str, scale: float) -> None:
         self.task = task
         self.unit = unit
         self.scale = scale
         self._last_time = 0.0
         self._last_percent = -1
+        self.terminal = TerminalProgress(
+            f"{task.task_family} {task.label}", unit=unit, scale=scale, interval=config.progress().interval
+        )
+        task.__dict__.setdefault("_terminal_progress", []).append(self.terminal)
 
     def __call__(self, done: int, total: int | None) -> None:
         now = time.monotonic()
@@ -171,6 +176,7 @@ class ProgressReporter:
         if total:
             shown += f" of {total / self.scale:,.0f}"
         self.task.set_status_message(f"{shown} {self.unit}")
+        self.terminal.update(done, total)
         if percent is not None and percent != self._last_percent:
             self._last_percent = percent
             self.task.set_progress_percentage(percent)
@@ -200,14 +206,21 @@ def _on_start(task: PipelineTask) -> None:
     task._started_at = dt.datetime.now()
 
 
+def _finish_progress(task: PipelineTask) -> None:
+    for terminal in task.__dict__.pop("_terminal_progress", []):
+        terminal.finish()
+
+
 @PipelineTask.event_handler(luigi.Event.SUCCESS)
 def _on_success(task: PipelineTask) -> None:
+    _finish_progress(task)
     _record(task, "SKIPPED" if task.found_done else "DONE")
     summary.note(task, "done")
 
 
 @PipelineTask.event_handler(luigi.Event.FAILURE)
 def _on_failure(task: PipelineTask, exception: BaseException) -> None:
+    _finish_progress(task)
     _report_failure(task, failure_message(exception))
 
 
