@@ -133,6 +133,8 @@ def test_bad_parameters_are_refused_before_anything_runs():
 
 def test_progress_reaches_the_scheduler_at_most_once_a_percent():
     class Recorder:
+        task_family, label = "DownloadTripData", "yellow 2021-01"
+
         def __init__(self):
             self.percentages, self.messages = [], []
 
