@@ -48,6 +48,8 @@ CSV = "http://127.0.0.1:9/csv/{service}/{service}_tripdata_{year}-{month}.csv.gz
         ("lake", "row_group_rows", "0", "[lake] row_group_rows 0 is out of range: expected 1 or more rows"),
         ("lake", "row_group_rows", "-5", "[lake] row_group_rows -5 is out of range: expected 1 or more rows"),
         ("postgres", "lock_timeout", "-1", "[postgres] lock_timeout -1.0 is out of range: expected 0 or more seconds"),
+        ("postgres", "load_streams", "0", "[postgres] load_streams 0 is out of range: expected 1 to 16"),
+        ("progress", "interval", "-5", "[progress] interval -5.0 is out of range: expected 0 or more seconds"),
     ],
 )  # fmt: skip
 def test_a_bad_setting_is_one_line_naming_setting_value_and_expectation(section, key, value, message):
