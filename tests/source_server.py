@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -16,14 +16,17 @@ class Route:
     body: bytes
     status: int = 200
     content_type: str = "application/octet-stream"
-    # Faults: answer 500 to the first `fail_first` requests; send only `cut_after` bytes of the body
+    # Faults: answer `fail_status` (500) to the first `fail_first` requests; send only `cut_after` bytes of the body
     # (with the full Content-Length) and close, to the first `cut_first` requests.
     fail_first: int = 0
+    fail_status: int = 500
+    fail_headers: dict[str, str] = field(default_factory=dict)  # e.g. Retry-After on a 429 or 503
     cut_after: int | None = None
     cut_first: int = 0
     # Send `stall_after` bytes, then hang (until the server stops): a download to kill midway.
     stall_after: int | None = None
     send_length: bool = True
+    headers: dict[str, str] = field(default_factory=dict)  # sent with the body, e.g. Content-Encoding
 
 
 class SourceServer:
@@ -44,7 +47,8 @@ class SourceServer:
                     self._answer(404, b"<html><body>Not Found</body></html>", "text/html")
                     return
                 if seen <= route.fail_first:
-                    self._answer(500, b"<html><body>Internal Server Error</body></html>", "text/html")
+                    page = b"<html><body>Try again later</body></html>"
+                    self._answer(route.fail_status, page, "text/html", headers=route.fail_headers)
                     return
                 if route.stall_after is not None:
                     self._stall(route)
@@ -58,7 +62,7 @@ class SourceServer:
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                self._answer(route.status, route.body, route.content_type, route.send_length)
+                self._answer(route.status, route.body, route.content_type, route.send_length, route.headers)
 
             def _stall(self, route: Route) -> None:
                 self.send_response(route.status)
@@ -69,9 +73,18 @@ class SourceServer:
                 server.stopping.wait(60)
                 self.close_connection = True
 
-            def _answer(self, status: int, body: bytes, content_type: str, send_length: bool = True) -> None:
+            def _answer(
+                self,
+                status: int,
+                body: bytes,
+                content_type: str,
+                send_length: bool = True,
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 if send_length:
                     self.send_header("Content-Length", str(len(body)))
                 else:
