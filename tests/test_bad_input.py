@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import subprocess
 import sys
 
@@ -135,3 +136,66 @@ def test_a_traversing_prefix_fails_the_task_before_anything_is_written(lake, ser
     refused = pytest.raises(PipelineError, match=r"\[gcp\] prefix '../../etc' is not a plain object prefix")
     with settings, refused:
         UploadToGCS(service="yellow", month=month("2020-07")).output()
+
+
+def _yellow_with(tmp_path, line: int, column: str, value: str, *, kind: str = "csv", newline: bytes = b"\n"):
+    """The yellow sample five times over (1,326 lines), with `value` in `column` on `line` (1-based, header = 1)."""
+    header, *rows = YELLOW_HEAD.read_bytes().splitlines()
+    lines = [header, *rows * 5]
+    fields = lines[line - 1].split(b",")
+    fields[header.split(b",").index(column.encode())] = value.encode()
+    lines[line - 1] = b",".join(fields)
+    data = newline.join(lines) + newline
+    raw = tmp_path / f"yellow_tripdata_2020-07.{kind}"
+    raw.write_bytes(gzip.compress(data, mtime=0) if kind == "csv.gz" else data)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("passenger_count", "abc", "'abc' is not an integer (int64)"),
+        ("passenger_count", "1.5", "'1.5' is not an integer (int64)"),
+        ("tpep_pickup_datetime", "2020-07-xx 00:25:32", "'2020-07-xx 00:25:32' is not a date and time"),
+        ("fare_amount", "twelve", "'twelve' is not a number"),
+        ("fare_amount", "9" * 30 + "x" * 100, f"'{'9' * 30 + 'x' * 10}...' (130 characters) is not a number"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["csv", "csv.gz"])
+def test_a_bad_value_names_the_line_the_column_and_the_value(tmp_path, column, value, problem, kind):
+    raw = _yellow_with(tmp_path, 1234, column, value, kind=kind)
+    with pytest.raises(DataError) as error:
+        to_canonical_parquet(
+            raw, tmp_path / "out" / "x.parquet", dataset=YELLOW, month=month("2020-07"), source_url="x"
+        )
+    assert str(error.value) == f"yellow 2020-07 ({raw}): line 1,234: column {column}: {problem}"
+    assert files_under(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("newline", [b"\r", b"\n", b"\r\n"], ids=["CR", "LF", "CRLF"])
+@pytest.mark.parametrize("kind", ["csv", "csv.gz"])
+def test_cr_only_lf_and_crlf_line_ends_convert_alike(tmp_path, newline, kind):
+    raw = _yellow_with(tmp_path, 2, "passenger_count", "1", kind=kind, newline=newline)
+    manifest = to_canonical_parquet(raw, tmp_path / "x.parquet", dataset=YELLOW, month=month("2020-07"), source_url="x")
+    assert manifest.rows_out == 5 * 266
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(b"\n".join(YELLOW_HEAD.read_bytes().splitlines()[:2]) + b"\n")
+    to_canonical_parquet(plain, tmp_path / "plain.parquet", dataset=YELLOW, month=month("2020-07"), source_url="x")
+    first = pq.read_table(tmp_path / "x.parquet").slice(0, 1)
+    assert first.equals(pq.read_table(tmp_path / "plain.parquet"))  # every column of the first row, exactly
+
+
+def test_cr_only_line_ends_name_the_line_of_a_bad_value(tmp_path):
+    raw = _yellow_with(tmp_path, 7, "passenger_count", "abc", newline=b"\r")
+    with pytest.raises(DataError, match=r": line 7: column passenger_count: 'abc' is not an integer \(int64\)$"):
+        to_canonical_parquet(
+            raw, tmp_path / "out" / "x.parquet", dataset=YELLOW, month=month("2020-07"), source_url="x"
+        )
+
+
+def test_gzip_bytes_in_a_file_named_csv_are_read_as_gzip(tmp_path):
+    raw = tmp_path / "yellow_tripdata_2020-07.csv"
+    raw.write_bytes(gzip.compress(YELLOW_HEAD.read_bytes()))
+    manifest = to_canonical_parquet(raw, tmp_path / "x.parquet", dataset=YELLOW, month=month("2020-07"), source_url="x")
+    assert manifest.rows_out == 266
+    assert pq.read_table(tmp_path / "x.parquet").column("PULocationID")[0].as_py() == 238  # the sample's first row

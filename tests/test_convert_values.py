@@ -145,6 +145,6 @@ def test_a_fractional_or_non_numeric_code_names_the_column_and_leaves_nothing(tm
     with pytest.raises(DataError) as error:
         _convert(raw, tmp_path)
     assert str(error.value) == (
-        f"yellow 2021-01 ({raw}): column 'VendorID' cannot be read as int64: {bad!r} is not a whole number within int64"
+        f"yellow 2021-01 ({raw}): line 3: column VendorID: {bad!r} is not an integer (int64)"
     )
     assert files_under(tmp_path / "out") == []
