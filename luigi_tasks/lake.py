@@ -6,6 +6,7 @@
     {service}/{year}/_{service}_tripdata_{year}-{month}.json      its manifest and fingerprints
     zones/taxi_zone_lookup.parquet (and zones/_taxi_zone_lookup.json)
     raw/{service}/{file as published}                             downloads, before conversion
+    raw/_refused/{service}/{UTC time}_{file as published}          downloads conversion refused, kept to inspect
 
 Nothing else builds lake paths. Listing and reading go through pyarrow.fs. A file appears whole or not
 at all: on a local disk by renaming a finished part file; on an object store by staging it in local
@@ -81,6 +82,13 @@ def entry_key(key: str) -> str:
 def raw_key(dataset: Dataset, month: dt.date | None, kind: str) -> str:
     """`kind` is the published format ('csv.gz', 'csv', 'parquet'): the raw file keeps its bytes and ending."""
     return f"raw/{dataset.name}/{dataset.file_name(month, '.' + kind)}"
+
+
+def refused_key(key: str, when: dt.datetime) -> str:
+    """Where a raw file that conversion refused is kept: out of its key (so the next run downloads it again),
+    beside other refusals of its service, the UTC time first so a listing sorts by when."""
+    folder, _, name = key.removeprefix("raw/").rpartition("/")
+    return f"raw/_refused/{folder}/{when.astimezone(dt.timezone.utc):%Y%m%dT%H%M%SZ}_{name}"
 
 
 class Lake:
@@ -238,6 +246,18 @@ class Lake:
         """A small file, written whole like any other (a renamed part file, or one verified upload)."""
         with self.publish(key) as path, atomic_path(path) as part:
             part.write_bytes(data)
+
+    def move(self, key: str, to: str) -> None:
+        """Move a file to another key: a rename on a disk, a server-side copy then a delete on an object store."""
+        try:
+            if self.is_local:
+                self.local_path(to).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.local_path(key), self.local_path(to))
+            else:
+                self.fs.copy_file(self._path(key), self._path(to))
+                self.fs.delete_file(self._path(key))
+        except (OSError, pa.ArrowException) as exc:
+            raise PipelineError(f"moving {self.uri(key)} to {self.uri(to)}: {_one_line(exc)}") from None
 
     def delete(self, key: str) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import re
 import subprocess
 import sys
 
@@ -11,14 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from luigi_tasks import IngestMonth, UploadToGCS, UploadToS3
+from luigi_tasks import IngestMonth, ToParquet, UploadToGCS, UploadToS3, config
 from luigi_tasks.catalog import FHV, YELLOW
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.postgres import checked_identifier
 from luigi_tasks.synthetic import write_trip_csv
 from luigi_tasks.tasks.gcs import checked_prefix
-from tests.conftest import DATA, files_under, luigi_settings, month
+from tests.conftest import DATA, files_under, luigi_settings, month, run_tasks, serve_csv_month
 
 YELLOW_HEAD = DATA / "yellow_tripdata_2020-07_head266.csv"
 
@@ -199,3 +200,41 @@ def test_gzip_bytes_in_a_file_named_csv_are_read_as_gzip(tmp_path):
     manifest = to_canonical_parquet(raw, tmp_path / "x.parquet", dataset=YELLOW, month=month("2020-07"), source_url="x")
     assert manifest.rows_out == 266
     assert pq.read_table(tmp_path / "x.parquet").column("PULocationID")[0].as_py() == 238  # the sample's first row
+
+
+@pytest.mark.parametrize("store", ["local", "gcs", "s3"])
+def test_a_refused_raw_file_is_moved_aside_and_the_next_run_downloads_it_afresh(request, store, tmp_path, lake, server):
+    root = str(lake)
+    if store == "gcs":
+        request.getfixturevalue("gcs_env")
+        root = f"gs://{request.getfixturevalue('gcs_bucket')}/lake"
+    elif store == "s3":
+        request.getfixturevalue("s3_env")
+        root = f"s3://{request.getfixturevalue('s3_bucket')}/lake"
+    header, *rows = YELLOW_HEAD.read_bytes().splitlines(keepends=True)
+    bad = header + b"".join(rows[:3]) + rows[3].replace(b",1,1.90,", b",abc,1.90,", 1) + b"".join(rows[4:])
+    serve_csv_month(server, "yellow", "2020-07", bad)
+    task = ToParquet(service="yellow", month=month("2020-07"))
+    with luigi_settings({("lake", "root"): root, ("lake", "scratch"): str(tmp_path / "scratch")}):
+        _, failures = run_tasks(task)
+        [error] = failures.values()
+        in_lake = config.lake().open()
+        [kept] = in_lake.list("")
+        assert re.fullmatch(r"raw/_refused/yellow/\d{8}T\d{6}Z_yellow_tripdata_2020-07\.csv\.gz", kept)
+        assert str(error).endswith(
+            ": line 5: column passenger_count: 'abc' is not an integer (int64); "
+            f"the raw file is moved to {root}/{kept} and the next run downloads it again"
+        )
+
+        serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD.read_bytes())  # the source is fixed
+        _, failures = run_tasks(task)
+        assert failures == {}
+        assert server.requests["/csv/yellow/yellow_tripdata_2020-07.csv.gz"] == 2
+        assert in_lake.entry("yellow/2020/yellow_tripdata_2020-07.parquet").manifest.rows_out == 266
+        assert sorted(in_lake.list("")) == [
+            kept,  # still there to be looked at
+            "raw/yellow/yellow_tripdata_2020-07.csv.gz",
+            "yellow/2020/_yellow_tripdata_2020-07.json",
+            "yellow/2020/yellow_tripdata_2020-07.parquet",
+        ]
+        assert in_lake.read_bytes(kept) == bad  # (pyarrow decompresses a .gz it reads)

@@ -15,8 +15,9 @@ from luigi_tasks import config
 from luigi_tasks.catalog import Dataset, plan_columns
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.download import download, payload_kind, redact_url
+from luigi_tasks.errors import DataError
 from luigi_tasks.files import fingerprints_of
-from luigi_tasks.lake import Lake, LakeEntry, canonical_key, entry_key, raw_key
+from luigi_tasks.lake import Lake, LakeEntry, canonical_key, entry_key, raw_key, refused_key
 from luigi_tasks.tasks.base import MonthTask, PipelineTask, ReloadableTask, ZonesTask, log, unless_done
 
 
@@ -116,18 +117,26 @@ class _Convert(ReloadableTask):
         target, raw = self.output(), self.input()
         lake = target.lake
         lake.delete(entry_key(target.key))  # the month is not done while its file is being replaced
-        with lake.local_copy(raw.key) as raw_file, lake.publish(target.key) as dest:
-            manifest = to_canonical_parquet(
-                raw_file,
-                dest,
-                dataset=self.dataset,
-                month=self.month,
-                source_url=self.requires().url,
-                row_group_rows=config.lake().row_group_rows,
-                unknown_columns=config.tlc().unknown_columns,
-                progress=self.progress_reporter(unit="rows", scale=1),
-            )
-            fingerprints = fingerprints_of(dest)
+        try:
+            with lake.local_copy(raw.key) as raw_file, lake.publish(target.key) as dest:
+                manifest = to_canonical_parquet(
+                    raw_file,
+                    dest,
+                    dataset=self.dataset,
+                    month=self.month,
+                    source_url=self.requires().url,
+                    row_group_rows=config.lake().row_group_rows,
+                    unknown_columns=config.tlc().unknown_columns,
+                    progress=self.progress_reporter(unit="rows", scale=1),
+                )
+                fingerprints = fingerprints_of(dest)
+        except DataError as refused:
+            # Left in place, the refused file would count as downloaded and fail every rerun the same way.
+            kept = refused_key(raw.key, dt.datetime.now(dt.timezone.utc))
+            lake.move(raw.key, kept)
+            raise DataError(
+                f"{refused}; the raw file is moved to {lake.uri(kept)} and the next run downloads it again"
+            ) from None
         lake.write_entry(target.key, LakeEntry(manifest, fingerprints))
         self.rows = manifest.rows_out
         summary = f"{manifest.rows_out:,} rows"
