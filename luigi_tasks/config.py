@@ -103,9 +103,15 @@ class tlc(_Section):  # noqa: N801 - the class name is the config section's name
     )
     zones_url = luigi.Parameter(default=ZONES_URL, description="URL of the taxi zone lookup CSV")
     retries = luigi.IntParameter(
-        default=4, description="Retries after a connection error, short read or HTTP 5xx (not after a 404)"
+        default=4,
+        description="Retries after a lost or refused connection, timeout, short read, HTTP 5xx or 429 (not after a "
+        "404, a host name that does not resolve or a certificate that does not verify)",
     )
-    retry_backoff = luigi.FloatParameter(default=2.0, description="Seconds before the first retry; doubles after each")
+    retry_backoff = luigi.FloatParameter(
+        default=2.0,
+        description="Seconds before the first retry; doubles after each. A 429 or 5xx with Retry-After waits what it "
+        "asks instead, up to 300 s",
+    )
     timeout = luigi.FloatParameter(
         default=60.0, description="Seconds to wait for a connection or for the next bytes of a download"
     )

@@ -321,7 +321,7 @@ def _connection_problem(exc: BaseException, url: str, timeout: float) -> tuple[s
     if found(ConnectionRefusedError):
         return f"connection refused by {host}:{port}", True
     if found(requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
-        return f"{host}:{port} did not answer within {timeout:g} s", True
+        return f"timed out: {host}:{port} sent nothing for {timeout:g} s", True
     if found(ConnectionResetError):
         return f"connection reset by {host}:{port}", True
     return f"the connection to {host}:{port} was lost ({type(causes[-1]).__name__})", True

@@ -19,7 +19,17 @@ from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.postgres import checked_identifier
 from luigi_tasks.synthetic import write_trip_csv
 from luigi_tasks.tasks.gcs import checked_prefix
-from tests.conftest import DATA, files_under, luigi_settings, month, run_tasks, serve_csv_month
+from tests.conftest import (
+    DATA,
+    files_under,
+    luigi_command,
+    luigi_settings,
+    month,
+    pipeline_settings,
+    run_tasks,
+    serve_csv_month,
+    write_config,
+)
 
 YELLOW_HEAD = DATA / "yellow_tripdata_2020-07_head266.csv"
 
@@ -238,3 +248,27 @@ def test_a_refused_raw_file_is_moved_aside_and_the_next_run_downloads_it_afresh(
             "yellow/2020/yellow_tripdata_2020-07.parquet",
         ]
         assert in_lake.read_bytes(kept) == bad  # (pyarrow decompresses a .gz it reads)
+
+
+def test_an_unresolvable_source_host_fails_the_run_at_once_in_one_line(tmp_path, server):
+    settings = {
+        **pipeline_settings(server, tmp_path / "lake"),
+        ("tlc", "csv_url"): "http://nonexistent.invalid/{service}_tripdata_{year}-{month}.csv.gz",
+        ("tlc", "zones_url"): "http://nonexistent.invalid/misc/taxi_zone_lookup.csv",
+        ("tlc", "retries"): "4",
+        ("tlc", "retry_backoff"): "2.0",  # the defaults: retrying would take 30 s for each file
+    }
+    done = luigi_command(
+        ["IngestMonth", "--service", "yellow", "--month", "2020-07", "--local-scheduler"],
+        write_config(tmp_path / "luigi.cfg", settings),
+    )
+    assert done.returncode == 30, done.stderr  # [retcode] task_failed
+    message = (
+        "yellow 2020-07: downloading http://nonexistent.invalid/yellow_tripdata_2020-07.csv.gz failed: "
+        "the host name nonexistent.invalid cannot be resolved (offline, or a wrong host in the URL?)"
+    )
+    worker, summary = [line for line in done.stderr.splitlines() if "nonexistent.invalid/yellow" in line]
+    assert worker.endswith(f" failed    DownloadTripData(service=yellow, month=2020-07): {message}")
+    assert summary == f"    failed: DownloadTripData: {message}"
+    assert "retry" not in done.stderr and "Traceback" not in done.stderr  # failed at the first attempt
+    assert files_under(tmp_path / "lake") == []

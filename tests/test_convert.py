@@ -317,7 +317,7 @@ def test_bad_value_names_the_line_and_column(tmp_path):
     lines[3] = lines[3].replace("2020-07-01", "2020-07-xx", 1)
     raw = tmp_path / "yellow_tripdata_2020-07.csv"
     raw.write_text("\n".join(lines))
-    assert_fails_cleanly(tmp_path, raw, r": line 4: column tpep_pickup_datetime: '2020-07-xx 00:15:11' is not a date and")
+    assert_fails_cleanly(tmp_path, raw, r": line 4: column tpep_pickup_datetime: '2020-07-xx 00:15:11' is not a date")
 
 
 def test_real_truncated_gzip(tmp_path):

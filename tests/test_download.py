@@ -25,6 +25,7 @@ from luigi_tasks.download import download, redact_url
 from luigi_tasks.errors import DataError, NotPublished, SourceError
 from luigi_tasks.synthetic import write_trip_csv
 from tests.conftest import DATA, files_under
+from tests.source_server import SourceServer, self_signed_tls
 
 YELLOW_CSV = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
 
@@ -264,3 +265,33 @@ def test_a_refused_connection_is_retried_and_named(tmp_path, caplog):
         f"yellow 2020-07: downloading {url} failed: connection refused by 127.0.0.1:{port}; gave up after 3 attempts"
     )
     assert len(caplog.records) == 2  # two retries, as configured
+
+
+def test_a_certificate_that_does_not_verify_fails_at_once_in_one_line(tmp_path, caplog):
+    tls = SourceServer(tls=self_signed_tls(tmp_path)).start()
+    try:
+        url = tls.add("/y.csv.gz", gzip.compress(YELLOW_CSV))
+        with caplog.at_level(logging.WARNING, logger="luigi_tasks.download"), pytest.raises(SourceError) as error:
+            fetch(url, tmp_path / "raw" / "y.csv.gz")
+    finally:
+        tls.stop()
+    assert str(error.value) == (
+        f"yellow 2020-07: downloading {url} failed: the TLS certificate of 127.0.0.1 cannot be verified "
+        "(self-signed certificate)"
+    )
+    assert caplog.records == []  # no retry: the same certificate would come again
+    assert tls.total_requests() == 0  # refused before any request was sent
+    assert files_under(tmp_path / "raw") == []
+
+
+def test_a_stalled_download_times_out_is_retried_and_named(tmp_path, server):
+    body = gzip.compress(YELLOW_CSV)
+    url = server.add("/y.csv.gz", body, stall_after=len(body) // 2)
+    with pytest.raises(SourceError) as error:
+        fetch(url, tmp_path / "y.csv.gz", timeout=0.5)
+    assert str(error.value) == (
+        f"yellow 2020-07: downloading {url} failed: timed out: 127.0.0.1:{server.port} sent nothing for 0.5 s; "
+        "gave up after 3 attempts"
+    )
+    assert server.requests["/y.csv.gz"] == 3
+    assert files_under(tmp_path) == []
