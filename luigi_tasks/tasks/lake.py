@@ -5,9 +5,11 @@ Each task has a zones twin (the lookup has no month); twins share one body and d
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import time
+from collections.abc import Iterator
 
 import luigi
 
@@ -103,6 +105,22 @@ class DownloadZones(ZonesTask, _Download):
         return config.tlc().zones_url
 
 
+@contextlib.contextmanager
+def _moved_aside_if_refused(lake: Lake, raw_key: str) -> Iterator[None]:
+    """A raw file that conversion refuses (DataError) goes to raw/_refused/ and the error says where.
+
+    Left in place, it would count as downloaded and fail every rerun the same way, even once the source is fixed.
+    """
+    try:
+        yield
+    except DataError as refused:
+        kept = refused_key(raw_key, dt.datetime.now(dt.timezone.utc))
+        lake.move(raw_key, kept)
+        raise DataError(
+            f"{refused}; the raw file is moved to {lake.uri(kept)} and the next run downloads it again"
+        ) from None
+
+
 class _Convert(ReloadableTask):
     """Body of ToParquet and ZonesToParquet: the raw file from the lake -> canonical Parquet + manifest."""
 
@@ -117,26 +135,19 @@ class _Convert(ReloadableTask):
         target, raw = self.output(), self.input()
         lake = target.lake
         lake.delete(entry_key(target.key))  # the month is not done while its file is being replaced
-        try:
-            with lake.local_copy(raw.key) as raw_file, lake.publish(target.key) as dest:
-                manifest = to_canonical_parquet(
-                    raw_file,
-                    dest,
-                    dataset=self.dataset,
-                    month=self.month,
-                    source_url=self.requires().url,
-                    row_group_rows=config.lake().row_group_rows,
-                    unknown_columns=config.tlc().unknown_columns,
-                    progress=self.progress_reporter(unit="rows", scale=1),
-                )
-                fingerprints = fingerprints_of(dest)
-        except DataError as refused:
-            # Left in place, the refused file would count as downloaded and fail every rerun the same way.
-            kept = refused_key(raw.key, dt.datetime.now(dt.timezone.utc))
-            lake.move(raw.key, kept)
-            raise DataError(
-                f"{refused}; the raw file is moved to {lake.uri(kept)} and the next run downloads it again"
-            ) from None
+        refused = _moved_aside_if_refused(lake, raw.key)
+        with refused, lake.local_copy(raw.key) as raw_file, lake.publish(target.key) as dest:
+            manifest = to_canonical_parquet(
+                raw_file,
+                dest,
+                dataset=self.dataset,
+                month=self.month,
+                source_url=self.requires().url,
+                row_group_rows=config.lake().row_group_rows,
+                unknown_columns=config.tlc().unknown_columns,
+                progress=self.progress_reporter(unit="rows", scale=1),
+            )
+            fingerprints = fingerprints_of(dest)
         lake.write_entry(target.key, LakeEntry(manifest, fingerprints))
         self.rows = manifest.rows_out
         summary = f"{manifest.rows_out:,} rows"
@@ -152,7 +163,8 @@ class ToParquet(MonthTask, _Convert):
     """Converts one downloaded month into {lake}/{service}/{year}/{service}_tripdata_{year}-{month}.parquet.
 
     The file has the catalogue's schema for the service; its manifest is in the footer metadata and, with
-    the file's fingerprints, in _{service}_tripdata_{year}-{month}.json beside it.
+    the file's fingerprints, in _{service}_tripdata_{year}-{month}.json beside it. A raw file it refuses is
+    moved to {lake}/raw/_refused/{service}/, so the next run downloads the month again.
     """
 
     def requires(self) -> DownloadTripData:
