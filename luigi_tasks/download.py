@@ -250,6 +250,8 @@ def _fetch_once(
                     raise RetryableSourceError(f"{label}: {shown} ended after {received:,} of {total:,} bytes")
                 out.flush()
                 check.finish(part)
+    except urllib3.exceptions.DecodeError:
+        raise SourceError(f"{label}: {shown} sent a body that does not decode as its Content-Encoding says") from None
     except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
         problem, transient = _connection_problem(exc, url, timeout)
         error = RetryableSourceError if transient else SourceError

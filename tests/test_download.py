@@ -215,6 +215,15 @@ def test_a_plain_csv_sent_with_content_encoding_gzip_is_kept_decoded(tmp_path, s
     assert (tmp_path / "y.csv").read_bytes() == YELLOW_CSV  # what the URL names, a plain CSV
 
 
+def test_a_plain_csv_whose_content_encoding_is_false_is_refused_at_once(tmp_path, server):
+    url = server.add("/yellow_tripdata_2020-07.csv", YELLOW_CSV, headers={"Content-Encoding": "gzip"})
+    with pytest.raises(SourceError) as error:
+        fetch(url, tmp_path / "y.csv")
+    assert str(error.value) == (f"yellow 2020-07: {url} sent a body that does not decode as its Content-Encoding says")
+    assert server.requests["/yellow_tripdata_2020-07.csv"] == 1  # the same bytes would come again
+    assert files_under(tmp_path) == []
+
+
 @pytest.mark.parametrize("kind", ["csv.gz", "parquet"])
 def test_a_compressed_file_sent_with_content_encoding_gzip_is_kept_as_published(tmp_path, server, kind):
     if kind == "csv.gz":
