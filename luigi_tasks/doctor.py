@@ -100,8 +100,8 @@ def check_config() -> list[Check]:
     for section in SECTIONS:
         results += guarded(f"config [{section.__name__}]", lambda s=section: _make(s))
     if not results:
-        files = ", ".join(config_files()) or "no config file: the defaults"
-        results.append(Check(OK, f"config ({files})", "every section is valid"))
+        files = ", ".join(config_files()) or "no config file, the defaults"
+        results.append(Check(OK, "config", f"every section is valid ({files})"))
     return results
 
 
@@ -128,10 +128,14 @@ def _failure_cause(exc: BaseException, timeout: float) -> str:
     return type(exc).__name__
 
 
+_PROBE_READ = 1 << 16
+
+
 def probe_url(url: str, timeout: float) -> int:
     """The HTTP status of a GET of the URL's first byte (the body is not read); PipelineError if unreachable."""
     try:
         with requests.get(url, headers={"Range": "bytes=0-0"}, stream=True, timeout=(timeout, timeout)) as reply:
+            reply.raw.read(_PROBE_READ)  # a server that ignores Range: read a little, then hang up
             return reply.status_code
     except requests.RequestException as exc:
         raise PipelineError(f"cannot reach {redact_url(url)}: {_failure_cause(exc, timeout)}") from None
@@ -196,18 +200,24 @@ def _check_lake_root() -> list[Check]:
     made = _missing_dirs(Path(lake.base)) if lake.is_local else []
     try:
         lake.write_bytes(key, PROBE)
-        if lake.read_bytes(key) != PROBE:
-            return [Check(FAIL, what, f"a probe file written to {lake.uri(key)} did not read back the same")]
+        written = lake.read_bytes(key)
+        lake.delete(key)
     except OSError as exc:
         return [Check(FAIL, what, f"cannot write in it: {exc.strerror or exc} (make it writable, or set [lake] root)")]
     except PipelineError as exc:
         return [Check(FAIL, what, f"cannot write in it: {exc}")]
     finally:
-        lake.delete(key)
-        for folder in made:  # a lake that did not exist is made by the first run, not here
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        _remove(made)
+    if written != PROBE:
+        return [Check(FAIL, what, f"a probe file written to {lake.uri(key)} did not read back the same")]
     return [Check(OK, what, "reachable and writable (a probe file was written, read back and deleted)")]
+
+
+def _remove(folders: list[Path]) -> None:
+    """Folders made for the probe, if empty: a lake that did not exist is made by the first run, not here."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _missing_dirs(path: Path) -> list[Path]:
@@ -270,8 +280,8 @@ def _lake_months(name: str, months: list[dt.date]) -> set[dt.date]:
     return {m for m in lake_entries(service(name), months) if m is not None}
 
 
-def _gb(n: float) -> str:
-    return f"{n / 1e9:,.1f} GB"
+def _size(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.0f} MB"
 
 
 def check_disk(
@@ -302,12 +312,12 @@ def check_disk(
         where = Path(lake.base)
         needed = sum(parquet + (raw if keep_raw else 0) for raw, parquet in todo)
         needed += 0 if keep_raw else max(raw for raw, _ in todo)  # a download lives until its month is converted
-        what = f"disk for {len(todo)} months in {where}"
+        what = f"disk for {len(todo)} month{'s' if len(todo) > 1 else ''} in {where}"
     else:
         where, needed = lake.scratch, largest
         what = f"disk for scratch {where}"
     free = shutil.disk_usage(_existing(where)).free
-    figures = f"needs ~{_gb(needed)} (a rough estimate from typical month sizes), {_gb(free)} free"
+    figures = f"needs ~{_size(needed)} (a rough estimate from typical month sizes), {_size(free)} free"
     if needed > free:
         return [Check(FAIL, what, f"{figures}: free some space, back up fewer months, or move [lake] root")]
     if needed > free * TIGHT:
@@ -349,8 +359,8 @@ def google_credentials(variable: str) -> Check:
         return Check(
             FAIL,
             "google credentials",
-            f"none found ({_one_line(exc).split('. ')[0]}): set GOOGLE_APPLICATION_CREDENTIALS to a service account's"
-            " key file, or run `gcloud auth application-default login`",
+            f"none found ({_one_line(exc).split('. ')[0].rstrip('.')}): set GOOGLE_APPLICATION_CREDENTIALS to a"
+            " service account's key file, or run `gcloud auth application-default login`",
         )
     if not (config.gcp().project or project):
         return Check(FAIL, "google credentials", "they name no project, and [gcp] project is empty: set it")
