@@ -32,6 +32,7 @@ from tests.conftest import (
 )
 from tests.emulators import PROJECT, fresh_name
 from tests.postgres_cluster import free_port
+from tests.test_remote_lake import remote_lake  # noqa: F401, F811 - the fixture
 from tests.test_scheduler import luigid  # noqa: F401 - the fixture
 
 YELLOW_HEAD = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
@@ -326,3 +327,26 @@ def test_luigid_is_checked_when_the_run_would_use_it(source, luigid, capsys):  #
         f"FAIL luigid: cannot reach the central scheduler at http://127.0.0.1:{closed}: connection refused"
         " (start it with bin/luigid, or run with --local-scheduler)",
     )
+
+
+def test_a_lake_on_object_storage_is_probed_and_left_as_it_was(source, remote_lake, capsys):  # noqa: F811
+    with luigi_settings({("lake", "root"): remote_lake.root}):
+        code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01")
+    assert code == 0, lines
+    assert (
+        f"ok   lake {remote_lake.root}: reachable and writable (a probe file was written, read back and deleted)"
+        in lines
+    )
+    scratch = Path(tempfile.gettempdir()) / "luigi_tasks"
+    assert any(line.startswith(f"ok   disk for scratch {scratch}: needs ~") for line in lines)
+    # Nothing is left but, on S3, the zero-byte "lake/" marker pyarrow keeps when it empties a "directory".
+    assert remote_lake.keys() == ([] if remote_lake.kind == "gcs" else [""])
+
+    scheme = remote_lake.root.split("://")[0]
+    with luigi_settings({("lake", "root"): f"{scheme}://no-such-doctor-bucket/lake"}):
+        code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01")
+    assert code == 1
+    assert (
+        f"FAIL lake: [lake] root {scheme}://no-such-doctor-bucket/lake: bucket no-such-doctor-bucket does not exist"
+        " (or cannot be seen)"
+    ) in lines
