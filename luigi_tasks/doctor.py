@@ -17,7 +17,7 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,11 +128,11 @@ def _failure_cause(exc: BaseException, timeout: float) -> str:
     return type(exc).__name__
 
 
-_PROBE_READ = 1 << 16
+_PROBE_READ = 1 << 16  # bytes of the body read at most
 
 
 def probe_url(url: str, timeout: float) -> int:
-    """The HTTP status of a GET of the URL's first byte (the body is not read); PipelineError if unreachable."""
+    """The HTTP status of a GET of the URL's first byte; PipelineError, with the cause, if it cannot be reached."""
     try:
         with requests.get(url, headers={"Range": "bytes=0-0"}, stream=True, timeout=(timeout, timeout)) as reply:
             reply.raw.read(_PROBE_READ)  # a server that ignores Range: read a little, then hang up
@@ -154,17 +154,21 @@ def _source_check(what: str, url: str, key: str, timeout: float) -> Check:
     return Check(FAIL, what, f"{shown} answered HTTP {status} (check {key}; a 5xx is the server's fault: try later)")
 
 
+def _published(name: str, months: list[dt.date]) -> list[dt.date]:
+    """The months of the range the TLC publishes for the service (a backfill skips the others)."""
+    first = service(name).first_month
+    return [m for m in months if first is None or m >= first]
+
+
 def check_source(services: Iterable[str], months: list[dt.date]) -> list[Check]:
     """One request per service and URL template (the range's first month from each), and one for the zone lookup."""
     tlc = config.tlc()
     results = []
     for name in services:
-        first = service(name).first_month
-        published = [m for m in months if first is None or m >= first]
+        published = _published(name, months)
         if not published:
-            results.append(
-                Check(WARN, f"source {name}", f"nothing to fetch: the TLC publishes {name} from {first:%Y-%m}")
-            )
+            why = f"nothing to fetch: the TLC publishes {name} from {service(name).first_month:%Y-%m}"
+            results.append(Check(WARN, f"source {name}", why))
             continue
         firsts: dict[str, dt.date] = {}
         for month in published:
@@ -298,8 +302,7 @@ def check_disk(
     lake, keep_raw = open_lake(), config.lake().keep_raw
     todo = []
     for name in services:
-        first = service(name).first_month
-        published = [m for m in months if first is None or m >= first]
+        published = _published(name, months)
         try:
             finished = done(name, published)
         except PipelineError:
@@ -307,14 +310,13 @@ def check_disk(
         todo += [sizes(name, m) for m in published if m not in finished]
     if not todo:
         return [Check(OK, "disk", "every month of the range is in the lake already: nothing to download")]
-    largest = max(raw + parquet for raw, parquet in todo)
     if lake.is_local:
         where = Path(lake.base)
         needed = sum(parquet + (raw if keep_raw else 0) for raw, parquet in todo)
         needed += 0 if keep_raw else max(raw for raw, _ in todo)  # a download lives until its month is converted
         what = f"disk for {len(todo)} month{'s' if len(todo) > 1 else ''} in {where}"
     else:
-        where, needed = lake.scratch, largest
+        where, needed = lake.scratch, max(raw + parquet for raw, parquet in todo)
         what = f"disk for scratch {where}"
     free = shutil.disk_usage(_existing(where)).free
     figures = f"needs ~{_size(needed)} (a rough estimate from typical month sizes), {_size(free)} free"
@@ -401,6 +403,8 @@ def location_problem(dataset: str, bucket: str) -> str | None:
 
 def check_bigquery() -> list[Check]:
     """The dataset exists, and it can load from the bucket and run jobs in [gcp] location."""
+    from google.api_core.exceptions import NotFound
+
     settings = config.gcp()
     credentials = google_credentials("BIGQUERY_EMULATOR_HOST")
     if credentials.status == FAIL:
@@ -412,7 +416,7 @@ def check_bigquery() -> list[Check]:
     with bigquery.api_errors(f"reading dataset {dataset_id}"):
         try:
             dataset = bq.get_dataset(dataset_id, **bq.calls)
-        except bigquery.gexc.NotFound:
+        except NotFound:
             return [credentials, Check(FAIL, f"bigquery dataset {dataset_id}", "does not exist: create it first")]
     what = f"bigquery dataset {dataset_id}"
     results = [credentials, Check(OK, what, f"exists, location {dataset.location}")]
@@ -526,21 +530,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def run_checks(args: argparse.Namespace) -> list[Check]:
-    return [
-        *check_config(),
-        *guarded("source", lambda: check_source(args.services, args.months)),
-        *check_lake(),
-        *guarded("disk", lambda: check_disk(args.services, args.months)),
-        *check_sinks(args.sinks),
-        *guarded("luigid", lambda: check_scheduler(args)),
-    ]
+def run_checks(args: argparse.Namespace) -> Iterator[Check]:
+    """Every check, in turn (a slow one, such as a source that does not answer, shows which it is)."""
+    yield from check_config()
+    yield from guarded("source", lambda: check_source(args.services, args.months))
+    yield from check_lake()
+    yield from guarded("disk", lambda: check_disk(args.services, args.months))
+    yield from check_sinks(args.sinks)
+    yield from guarded("luigid", lambda: check_scheduler(args))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     failed = False
-    for check in run_checks(args):
+    for check in run_checks(args):  # printed as each is made
         print(check.line, flush=True)
         failed |= check.status == FAIL
     return 1 if failed else 0
