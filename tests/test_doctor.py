@@ -322,6 +322,30 @@ def test_an_invalid_setting_is_one_fail_line(source, capsys):
     assert lines[0] == "FAIL config [tlc]: [tlc] retries -1 is out of range: expected 0 or more retries"
 
 
+def test_a_config_path_that_is_not_a_file_fails(source, monkeypatch, tmp_path):
+    missing = tmp_path / "luigi.cfg"
+    monkeypatch.setenv("LUIGI_CONFIG_PATH", str(missing))
+    assert [c.line for c in doctor.check_config()] == [
+        f"FAIL config: LUIGI_CONFIG_PATH {missing} is not a file: point it at your luigi.cfg"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["purple", "2019-01", "2019-02"], "unknown service 'purple'; known services: yellow, green, fhv, fhvhv"),
+        (["yellow", "2019-13", "2019-02"], "invalid month '2019-13': expected YYYY-MM, e.g. 2021-01"),
+        (["yellow", "2019-05", "2019-02"], "STOP 2019-02 is before START 2019-05"),
+        (["yellow", "2019-01", "2019-02", "--sinks", "lake,ftp"], "unknown sink ftp; available: "),
+    ],
+)
+def test_a_bad_command_line_is_one_error_line(args, error, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        doctor.main(args)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"doctor: error: {error}")
+
+
 def test_luigid_is_checked_when_the_run_would_use_it(source, luigid, capsys):  # noqa: F811 - the fixture
     port = luigid
     code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01", "--scheduler-host", "127.0.0.1",
