@@ -69,15 +69,10 @@ def guarded(what: str, check: Callable[[], list[Check]]) -> list[Check]:
 
 # --- config -------------------------------------------------------------------------------------------------
 
-SECTIONS: tuple[Callable[[], object], ...] = (
-    config.tlc,
-    config.lake,
-    config.postgres,
-    config.history,
-    config.notify,
-    config.gcp,
-    config.s3,
-)
+
+def sections() -> list[type[config._Section]]:
+    """Every section of luigi_tasks' config, in the order config.py declares them."""
+    return config._Section.__subclasses__()
 
 
 def config_files() -> list[str]:
@@ -97,7 +92,7 @@ def check_config() -> list[Check]:
     named = os.environ.get("LUIGI_CONFIG_PATH")
     if named and not os.path.isfile(named):
         results.append(Check(FAIL, "config", f"LUIGI_CONFIG_PATH {named} is not a file: point it at your luigi.cfg"))
-    for section in SECTIONS:
+    for section in sections():
         results += guarded(f"config [{section.__name__}]", lambda s=section: _make(s))
     if not results:
         files = ", ".join(config_files()) or "no config file, the defaults"
