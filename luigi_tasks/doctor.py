@@ -187,8 +187,9 @@ def open_lake() -> Lake:
 
 
 def check_lake() -> list[Check]:
-    """The root is reachable and writable (a probe file written, read back, deleted), and so is the scratch dir."""
-    return guarded("lake", _check_lake_root) + guarded("scratch", _check_scratch)
+    """The root is reachable and writable (a probe file written, read back, deleted); so are scratch and the
+    folder of this machine's run history."""
+    return guarded("lake", _check_lake_root) + guarded("scratch", _check_scratch) + guarded("history", _check_history)
 
 
 def _check_lake_root() -> list[Check]:
@@ -229,17 +230,27 @@ def _missing_dirs(path: Path) -> list[Path]:
 
 
 def _check_scratch() -> list[Check]:
-    lake = open_lake()
-    what = f"scratch {lake.scratch}"
-    probe = lake.scratch / f".doctor-probe-{writer_tag()}"
+    scratch = open_lake().scratch
+    return writable(scratch, f"scratch {scratch}", "[lake] scratch")
+
+
+def _check_history() -> list[Check]:
+    file = config.history().file
+    return writable(file.parent, f"run history {file}", "[history] path")
+
+
+def writable(folder: Path, what: str, setting: str) -> list[Check]:
+    """A local folder can be made and written (a probe file written and deleted; folders made for it removed)."""
+    made = _missing_dirs(folder)
+    probe = folder / f".doctor-probe-{writer_tag()}"
     try:
-        lake.scratch.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(PROBE)
         probe.unlink()
     except OSError as exc:
-        return [
-            Check(FAIL, what, f"cannot write in it: {exc.strerror or exc} (make it writable, or set [lake] scratch)")
-        ]
+        return [Check(FAIL, what, f"cannot write in it: {exc.strerror or exc} (make it writable, or set {setting})")]
+    finally:
+        _remove(made)
     return [Check(OK, what, "writable")]
 
 

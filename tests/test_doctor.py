@@ -92,6 +92,7 @@ def test_a_good_setup_passes_through_bin_doctor(everything, tmp_path, pg_dsn, gc
         "ok   source zone lookup",
         f"ok   lake {lake}",
         f"ok   scratch {Path(tempfile.gettempdir()) / 'luigi_tasks'}",
+        f"ok   run history {everything[('history', 'path')]}",
         f"ok   disk for 4 months in {lake}",
         f"ok   postgres {describe_dsn(pg_dsn)}",
         "ok   google credentials",
@@ -105,9 +106,9 @@ def test_a_good_setup_passes_through_bin_doctor(everything, tmp_path, pg_dsn, gc
     ]
     assert lines[0] == f"ok   config: every section is valid ({config})"
     assert lines[1] == f"ok   source yellow 2019-01: {base}/csv/yellow/yellow_tripdata_2019-01.csv.gz answers"
-    assert lines[7].endswith(": connects; marker table table_updates can be created and read (0 loads marked)")
-    assert lines[11] == f"ok   bigquery dataset {PROJECT}.{bigquery_dataset}: exists, location US"
-    assert lines[9] == f"ok   gcs bucket {gcs_bucket}: exists, location US-CENTRAL1"
+    assert lines[8].endswith(": connects; marker table table_updates can be created and read (0 loads marked)")
+    assert lines[12] == f"ok   bigquery dataset {PROJECT}.{bigquery_dataset}: exists, location US"
+    assert lines[10] == f"ok   gcs bucket {gcs_bucket}: exists, location US-CENTRAL1"
     assert not Path(lake).exists()  # the probe and the folders made for it are gone
     # The check leaves the database as it was: the marker table was made in a transaction rolled back.
     with contextlib.closing(psycopg2.connect(pg_dsn)) as conn, conn.cursor() as cur:
@@ -260,10 +261,14 @@ def read_only(folder: Path) -> Iterator[str]:
 
 
 def test_a_read_only_lake_fails(source, capsys):
-    with read_only(source) as reason:
+    history = source / "state/history.sqlite"
+    with read_only(source) as reason, luigi_settings({("history", "path"): str(history)}):
         code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01")
     assert code == 1
     assert f"FAIL lake {source}: cannot write in it: {reason} (make it writable, or set [lake] root)" in lines
+    assert (
+        f"FAIL run history {history}: cannot write in it: {reason} (make it writable, or set [history] path)"
+    ) in lines
     assert list(source.iterdir()) == []
 
 
