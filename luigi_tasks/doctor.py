@@ -23,6 +23,7 @@ from pathlib import Path
 
 import luigi.configuration
 import requests
+from luigi.task_register import Register
 
 from luigi_tasks import cli, config
 from luigi_tasks.catalog import SERVICES, service
@@ -38,6 +39,7 @@ s3 = lazy_module("luigi_tasks.s3")
 postgres = lazy_module("luigi_tasks.postgres")
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
+PATIENCE = 15.0  # seconds a cloud request may take and be retried for: a preflight answers soon
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,7 @@ def _check_scratch() -> list[Check]:
 
 
 def _check_history() -> list[Check]:
-    file = config.history().file
+    file = config.history().file.absolute()
     return writable(file.parent, f"run history {file}", "[history] path")
 
 
@@ -546,12 +548,40 @@ def run_checks(args: argparse.Namespace) -> Iterator[Check]:
     yield from guarded("luigid", lambda: check_scheduler(args))
 
 
+@contextlib.contextmanager
+def impatient_clouds() -> Iterator[None]:
+    """[gcp] timeout and retry_seconds at most PATIENCE seconds while the doctor runs: a cloud endpoint that does
+    not answer is reported in seconds, not after the minutes of retries a run allows it."""
+    try:
+        settings = config.gcp()
+    except Exception:  # an invalid [gcp] is reported by the config check; the cloud checks fail fast on it
+        yield
+        return
+    parser = luigi.configuration.get_config()
+    if not parser.has_section("gcp"):
+        parser.add_section("gcp")
+    old = {key: parser.get("gcp", key, None) for key in ("timeout", "retry_seconds")}
+    parser.set("gcp", "timeout", str(min(settings.timeout, PATIENCE)))
+    parser.set("gcp", "retry_seconds", str(min(settings.retry_seconds, PATIENCE)))
+    Register.clear_instance_cache()  # config sections are cached instances
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                parser.remove_option("gcp", key)
+            else:
+                parser.set("gcp", key, value)
+        Register.clear_instance_cache()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     failed = False
-    for check in run_checks(args):  # printed as each is made
-        print(check.line, flush=True)
-        failed |= check.status == FAIL
+    with impatient_clouds():
+        for check in run_checks(args):  # printed as each is made
+            print(check.line, flush=True)
+            failed |= check.status == FAIL
     return 1 if failed else 0
 
 

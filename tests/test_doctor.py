@@ -386,3 +386,14 @@ def test_a_lake_on_object_storage_is_probed_and_left_as_it_was(source, remote_la
         f"FAIL lake: [lake] root {scheme}://no-such-doctor-bucket/lake: bucket no-such-doctor-bucket does not exist"
         " (or cannot be seen)"
     ) in lines
+
+
+def test_a_cloud_endpoint_that_does_not_answer_fails_within_the_doctors_patience(source, monkeypatch, capsys):
+    # A run retries [gcp] retry_seconds (300 s by default); the doctor gives up after PATIENCE seconds.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    with luigi_settings({("gcp", "bucket"): "doctor-bucket"}):
+        code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01", "--sinks", "gcs")
+    assert code == 1
+    [failure] = [line for line in lines if line.startswith("FAIL")]
+    assert failure.startswith(f"FAIL gcs: GCS bucket doctor-bucket: Timeout of {doctor.PATIENCE:.1f}s exceeded")
+    assert "Connection refused" in failure
