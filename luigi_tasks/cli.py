@@ -96,28 +96,39 @@ def scheduler_url(args: argparse.Namespace) -> str | None:
 def check_scheduler(args: argparse.Namespace) -> None:
     """Exit with [retcode] scheduling_error and one line if the central scheduler does not accept connections."""
     url = scheduler_url(args)
-    if url is None:
-        return
+    problem = None if url is None else scheduler_problem(url)
+    if problem:
+        print(problem, file=sys.stderr)
+        codes = luigi.retcodes.retcode()
+        raise SystemExit(codes.scheduling_error or codes.unhandled_exception)
+
+
+def shown_url(url: str) -> str:
+    """scheme://host:port of a scheduler URL: no user:password."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def scheduler_problem(url: str) -> str | None:
+    """Why the central scheduler at `url` does not accept connections, in one line; None when it does."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT).close()
     except OSError as exc:
-        shown = f"{parts.scheme}://{parts.hostname}:{port}"  # no user:password from the URL
-        print(
-            f"cannot reach the central scheduler at {shown}: {_reason(exc)}"
-            " (start it with bin/luigid, or run with --local-scheduler)",
-            file=sys.stderr,
+        return (
+            f"cannot reach the central scheduler at {shown_url(url)}: {connection_failure(exc, CONNECT_TIMEOUT)}"
+            " (start it with bin/luigid, or run with --local-scheduler)"
         )
-        codes = luigi.retcodes.retcode()
-        raise SystemExit(codes.scheduling_error or codes.unhandled_exception) from None
+    return None
 
 
-def _reason(exc: OSError) -> str:
+def connection_failure(exc: OSError, timeout: float) -> str:
+    """Why a connection failed, in a few words."""
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError):
-        return f"no answer within {CONNECT_TIMEOUT:g} s"
+        return f"no answer within {timeout:g} s"
     if isinstance(exc, socket.gaierror):
         return "unknown host"
     return exc.strerror or str(exc)

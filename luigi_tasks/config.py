@@ -133,12 +133,15 @@ class tlc(_Section):  # noqa: N801 - the class name is the config section's name
         check_setting(self.timeout > 0, "[tlc] timeout", self.timeout, "more than 0 seconds")
 
     def url_for(self, service: str, year: str, month: str) -> str:
-        on_date = dt.date(int(year), int(month), 1)
-        csv = self.source == "csv" or (
-            self.source == "auto" and catalog.has_course_csv(catalog.service(service), on_date)
-        )
-        template = self.csv_url if csv else self.parquet_url
+        template = getattr(self, self.url_key(service, dt.date(int(year), int(month), 1)))
         return template.format(service=service, year=year, month=month)
+
+    def url_key(self, service: str, month: dt.date) -> str:
+        """Which template a month's file comes from: 'csv_url' or 'parquet_url'."""
+        csv = self.source == "csv" or (
+            self.source == "auto" and catalog.has_course_csv(catalog.service(service), month)
+        )
+        return "csv_url" if csv else "parquet_url"
 
 
 class lake(_Section):  # noqa: N801
