@@ -38,6 +38,7 @@ setup(
             'duckdb-extension-spatial==1.5.5; python_version >= "3.11"',
             'duckdb-extension-avro==1.5.5; python_version >= "3.11"',
             "moto[server]>=5.2,<6",
+            "cryptography>=41",  # the self-signed certificate of the TLS source in tests/test_download.py
         ],
         "bench": ["numpy>=1.24", "pandas>=2.1"],
     },
