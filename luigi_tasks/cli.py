@@ -31,15 +31,47 @@ CONNECT_TIMEOUT = 5.0  # seconds to wait for the scheduler to accept a connectio
 
 
 class OneLineFailures(logging.Filter):
-    """Luigi's "Worker ... failed Task" record with our message appended, and no traceback, for a PipelineError."""
+    """Luigi's records of a PipelineError as one line with our message, and no traceback:
+
+    - "Worker ... failed Task" (the task's run() raised it): the message appended;
+    - "Uncaught exception in luigi" (a bad parameter or setting while luigi builds the root task): the message;
+    - "Will not run Task ... due to error in complete() method:" and its traceback as text (complete() or
+      requires() raised it, perhaps in another process): the message instead of the traceback.
+    Any other exception (a bug) keeps its traceback.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, PipelineError):
-            record.msg = f"{record.msg}: %s"
-            record.args = (*(record.args or ()), error)
+            uncaught = record.msg == UNCAUGHT
+            record.msg = "%s" if uncaught else f"{record.msg}: %s"
+            record.args = (error,) if uncaught else (*(record.args or ()), error)
             record.exc_info = record.exc_text = None
+        elif isinstance(record.msg, str) and not record.args:
+            head, found, trace = record.msg.partition(" method:\n")
+            message = _pipeline_error_message(trace) if found and head.startswith("Will not run ") else None
+            if message is not None:
+                record.msg = f"{head} method: %s"
+                record.args = (message,)
         return True
+
+
+UNCAUGHT = "Uncaught exception in luigi"  # luigi.retcodes.run_with_retcodes logs an error in building the task
+
+
+def _pipeline_error_message(trace: str) -> str | None:
+    """The message of a traceback (as text) whose exception is a PipelineError; None for any other."""
+    lines = trace.rstrip().splitlines()
+    name, _, message = lines[-1].partition(": ") if lines else ("", "", "")
+    return message if name in _pipeline_error_names(PipelineError) else None
+
+
+def _pipeline_error_names(cls: type) -> set[str]:
+    """How traceback names PipelineError and its subclasses: module.QualName."""
+    names = {f"{cls.__module__}.{cls.__qualname__}"}
+    for sub in cls.__subclasses__():
+        names |= _pipeline_error_names(sub)
+    return names
 
 
 def on_import() -> None:
