@@ -74,18 +74,56 @@ def _pipeline_error_names(cls: type) -> set[str]:
     return names
 
 
+class ToLuigiInterface(logging.Handler):
+    """Hands the records of luigi_tasks' own module loggers (`logging.getLogger(__name__)`) to luigi's
+    "luigi-interface" logger, at its level: luigi sets up logging for that logger alone (and
+    [core] log_level, --log-level, a user's logging_conf_file set it up), so they show wherever luigi's do."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        interface = logging.getLogger("luigi-interface")
+        if record.levelno >= interface.getEffectiveLevel():
+            interface.handle(record)
+
+
+# luigi exits 0 on failure unless [retcode] is set: cron and CI must see failures. A config file may set its own.
+RETCODES = {
+    "already_running": 10,
+    "missing_data": 20,
+    "not_run": 25,
+    "task_failed": 30,
+    "scheduling_error": 35,
+    "unhandled_exception": 40,
+}
+
+
 def on_import() -> None:
     logger = logging.getLogger("luigi-interface")
     if not any(isinstance(f, OneLineFailures) for f in logger.filters):
         logger.addFilter(OneLineFailures())
+    ours = logging.getLogger("luigi_tasks")
+    if not any(isinstance(h, ToLuigiInterface) for h in ours.handlers):
+        ours.addHandler(ToLuigiInterface())
+        ours.setLevel(logging.DEBUG)  # the handler applies luigi-interface's level
+        ours.propagate = False
     if not _started_by_luigi_cli():
         return
+    _default_retcodes()
     args = _command_line()
     if args.help:
         return  # luigi prints the options and exits: nothing runs
     check_scheduler(args)
     _use_timestamps(args)
     summary.arm()
+
+
+def _default_retcodes() -> None:
+    """RETCODES for each [retcode] key the config files leave unset (luigi reads them after this import)."""
+    config = luigi.configuration.get_config()
+    if not config.has_section("retcode"):
+        config.add_section("retcode")
+    for key, code in RETCODES.items():
+        if not config.has_option("retcode", key):
+            config.set("retcode", key, str(code))
 
 
 def _started_by_luigi_cli() -> bool:
