@@ -129,6 +129,9 @@ class Backfill(PipelineTask, luigi.WrapperTask):
         plan = self.plan()
         return not plan.zones_missing and not any(plan.missing.values())
 
+    def outcome(self) -> str:
+        return "DRY-RUN" if self.dry_run else super().outcome()  # a plan printed, not the work done
+
     def run(self) -> None:
         if self.dry_run:
             print(f"Backfill {self.start:%Y-%m}..{self.stop:%Y-%m} into {', '.join(self.sinks)} (dry run):")

@@ -88,6 +88,10 @@ class PipelineTask(NamedParameterErrors, luigi.Task):
         """Whether the work is done; luigi's answer (every output exists) unless a task knows better."""
         return super().complete()
 
+    def outcome(self) -> str:
+        """The run history's status of a run that succeeded."""
+        return "SKIPPED" if self.found_done else "DONE"
+
     def on_failure(self, exception: BaseException) -> str:
         if isinstance(exception, PipelineError):
             return str(exception)  # luigi's "failed" log line carries it (luigi_tasks.cli.OneLineFailures)
@@ -227,7 +231,7 @@ def _finish_progress(task: PipelineTask) -> None:
 @PipelineTask.event_handler(luigi.Event.SUCCESS)
 def _on_success(task: PipelineTask) -> None:
     _finish_progress(task)
-    _record(task, "SKIPPED" if task.found_done else "DONE")
+    _record(task, task.outcome())
     summary.note(task, "done")
 
 
