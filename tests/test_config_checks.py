@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import pytest
 
 from luigi_tasks import config
 from luigi_tasks.errors import DataError
+from luigi_tasks.lake import Lake
 from tests.conftest import (
     CSV_PATH,
     DATA,
@@ -101,6 +103,7 @@ def test_a_bad_url_template_stops_the_cli_before_any_download(tmp_path, server):
         ("lake", "keep_raw", "no", "[lake] keep_raw 'no': expected true or false"),
         ("lake", "row_group_rows", "0", "[lake] row_group_rows 0 is out of range: expected 1 or more rows"),
         ("lake", "root", "{file}", "[lake] root {file}: is a file; expected a directory"),
+        ("lake", "root", "{file}/lake", "[lake] root {file}/lake: {file} is a file; expected a directory"),
     ],
 )
 def test_a_bad_setting_on_the_command_line_is_one_line_and_exit_35(tmp_path, server, section, key, value, message):
@@ -116,6 +119,16 @@ def test_a_bad_setting_on_the_command_line_is_one_line_and_exit_35(tmp_path, ser
     assert any(line.endswith(f"due to error in complete() method: {message}") for line in done.stderr.splitlines())
     assert "Traceback" not in done.stderr
     assert server.total_requests() == 0
+
+
+def test_a_lake_root_that_cannot_be_written_is_one_line_before_any_work():
+    """sysfs takes no new files, for any user: as a read-only directory does for a user who is not root."""
+    with pytest.raises(DataError) as error:
+        Lake("/sys/luigi_tasks_lake").check()
+    message = str(error.value)
+    assert message.startswith("[lake] root /sys/luigi_tasks_lake: cannot write in /sys: ")
+    assert message.endswith("; expected a directory this user can write")
+    assert not Path("/sys/luigi_tasks_lake").exists()
 
 
 @pytest.mark.parametrize(
