@@ -22,13 +22,17 @@ from tests.conftest import (
     DATA,
     PARQUET_PATH,
     REPO,
+    command_env,
     files_under,
+    luigi_command,
     luigi_settings,
     month,
     month_path,
+    pipeline_settings,
     run_tasks,
     serve_csv_month,
     serve_zones,
+    write_config,
 )
 
 YELLOW_HEAD = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
@@ -139,13 +143,17 @@ def test_history_keeps_every_run_with_rows_and_outcome(pg_lake, pg_dsn, server, 
     }
 
 
-def test_a_dry_run_is_recorded_as_a_dry_run_not_as_done(lake, server, capsys):
-    from luigi_tasks import config, history
-
-    dry_run(capsys, services="yellow", start=month("2020-07"), stop=month("2020-08"))
-    [run] = history.runs(config.history().file)
-    assert (run["task_family"], run["status"]) == ("Backfill", "DRY-RUN")
-    assert files_under(lake) == []
+def test_a_dry_run_is_recorded_as_a_dry_run_not_as_done(tmp_path, server):
+    config = write_config(tmp_path / "luigi.cfg", pipeline_settings(server, tmp_path / "lake"))
+    done = luigi_command(["yellow", "2020-07", "2020-08", "--dry-run"], config, program=[str(REPO / "bin/backfill")])
+    assert done.returncode == 0, done.stderr
+    assert "yellow: 2 to run 2020-07..2020-08" in done.stdout
+    assert "luigi_tasks: no month was scheduled in this run" in done.stderr  # not "done  Backfill"
+    runs = subprocess.run([sys.executable, "-m", "luigi_tasks.runs"], cwd=REPO, env=command_env(config),
+                          capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert len(runs) == 2 and runs[1].split()[2] == "DRY-RUN", runs
+    assert runs[1].endswith("Backfill(services=yellow, sinks=lake, start=2020-07, stop=2020-08)")
+    assert files_under(tmp_path / "lake") == []
 
 
 def test_runs_command_shows_the_history(pg_lake, server, capsys):

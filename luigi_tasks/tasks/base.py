@@ -231,8 +231,10 @@ def _finish_progress(task: PipelineTask) -> None:
 @PipelineTask.event_handler(luigi.Event.SUCCESS)
 def _on_success(task: PipelineTask) -> None:
     _finish_progress(task)
-    _record(task, task.outcome())
-    summary.note(task, "done")
+    outcome = task.outcome()
+    _record(task, outcome)
+    if outcome != "DRY-RUN":  # a plan printed: nothing ran
+        summary.note(task, "done")
 
 
 @PipelineTask.event_handler(luigi.Event.FAILURE)
