@@ -103,8 +103,12 @@ class NamedParameterErrors:
     def get_param_values(cls, params, args, kwargs):
         try:
             return super().get_param_values(params, args, kwargs)
+        except luigi.parameter.MissingParameterException:
+            family = cls.get_task_family()
+            name, param = next((n, p) for n, p in params if n not in kwargs and not p.has_task_value(family, n))
+            raise DataError(f"--{name.replace('_', '-')} is missing: expected {expected(param)}") from None
         except Exception:
             message = bad_value(cls.get_task_family(), params, kwargs)
             if message is None:
-                raise  # not a bad value (a missing parameter, a bug): luigi's own error
+                raise  # not a bad value (a bug): luigi's own error
             raise DataError(message) from None

@@ -46,6 +46,7 @@ def error_lines(stderr: str) -> list[str]:
          "--services 'yellow,taxi': expected all, or one or more of yellow, green, fhv, fhvhv, separated by commas"),
         (["Backfill", "--services", "yellow", "--start", "2021-05", "--stop", "2021-01"],
          "--stop '2021-01': expected --start 2021-05 or a later month"),
+        (["IngestMonth", "--month", "2021-01"], "--service is missing: expected one of yellow, green, fhv, fhvhv"),
         (["ToParquet", "--service", "fhvhv", "--month", "2019-01"],
          "fhvhv 2019-01: the TLC publishes fhvhv from 2019-02 on, not before"),
     ],
