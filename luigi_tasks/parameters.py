@@ -4,7 +4,7 @@ luigi parses a value deep inside task creation, and a bad one surfaces as a trac
 names neither the option nor the config key (`Yellow is not a valid choice from {...}`). A task or config
 section with `NamedParameterErrors` fails instead with a DataError such as
     --service 'Yellow': expected one of yellow, green, fhv, fhvhv
-    [tlc] source 'Parquet': expected one of csv, parquet
+    [tlc] source 'Parquet': expected one of auto, csv, parquet
 """
 
 from __future__ import annotations
@@ -51,8 +51,6 @@ def expected(param: luigi.Parameter) -> str:
     """What a value of `param` looks like, for a person."""
     if getattr(param, "expected", None):
         return param.expected
-    if isinstance(param, luigi.ChoiceParameter):
-        return "one of " + ", ".join(sorted(map(str, param._choices)))
     if isinstance(param, luigi.BoolParameter):
         return "true or false"
     if isinstance(param, luigi.IntParameter):

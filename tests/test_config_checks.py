@@ -51,7 +51,7 @@ CSV = "http://127.0.0.1:9/csv/{service}/{service}_tripdata_{year}-{month}.csv.gz
         ("lake", "row_group_rows", "-5", "[lake] row_group_rows -5 is out of range: expected 1 or more rows"),
         ("postgres", "lock_timeout", "-1", "[postgres] lock_timeout -1.0 is out of range: expected 0 or more seconds"),
         # Values luigi itself cannot read: its error names neither the key nor what is expected.
-        ("tlc", "source", "Parquet", "[tlc] source 'Parquet': expected one of csv, parquet"),
+        ("tlc", "source", "Parquet", "[tlc] source 'Parquet': expected one of auto, csv, parquet"),
         ("tlc", "unknown_columns", "keep", "[tlc] unknown_columns 'keep': expected one of error, drop"),
         ("tlc", "retries", "four", "[tlc] retries 'four': expected a whole number"),
         ("tlc", "timeout", "1m", "[tlc] timeout '1m': expected a number"),
@@ -98,7 +98,7 @@ def test_a_bad_url_template_stops_the_cli_before_any_download(tmp_path, server):
 @pytest.mark.parametrize(
     ("section", "key", "value", "message"),
     [
-        ("tlc", "source", "Parquet", "[tlc] source 'Parquet': expected one of csv, parquet"),
+        ("tlc", "source", "Parquet", "[tlc] source 'Parquet': expected one of auto, csv, parquet"),
         ("tlc", "timeout", "0", "[tlc] timeout 0.0 is out of range: expected more than 0 seconds"),
         ("lake", "keep_raw", "no", "[lake] keep_raw 'no': expected true or false"),
         ("lake", "row_group_rows", "0", "[lake] row_group_rows 0 is out of range: expected 1 or more rows"),
