@@ -2,11 +2,13 @@
 
 Luigi imports this package while it parses the command line, before it sets up logging or contacts a
 scheduler; `on_import` uses that moment to
+- give the [retcode] keys no config file sets our exit codes (luigi alone exits 0 on failure),
 - stop at once, in one line, when the central scheduler cannot be reached (luigi would retry for a
   minute and print ten tracebacks),
 - put the time on every log line (luigi's default format has none),
 - collect the run's events for the end-of-run table of months (luigi_tasks.summary).
-Failures we explain (PipelineError) are logged in one line instead of a traceback, under any runner.
+Under any runner, failures we explain (PipelineError) are logged in one line instead of a traceback, and
+our modules' own loggers log through luigi's.
 """
 
 from __future__ import annotations
