@@ -18,6 +18,7 @@ from luigi_tasks import catalog
 from luigi_tasks.download import redact_url
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import Lake, open_lake
+from luigi_tasks.parameters import ChoiceParameter, NamedParameterErrors
 
 COURSE_CSV_URL = (
     "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/{service}/{service}_tripdata_{year}-{month}.csv.gz"
@@ -58,7 +59,7 @@ def check_setting(ok: bool, key: str, value: object, expected: str) -> None:
         raise DataError(f"{key} {value!r} is out of range: expected {expected}")
 
 
-class _Section(luigi.Config):
+class _Section(NamedParameterErrors, luigi.Config):
     """A section of luigi.cfg whose unreadable values fail in one line that names the key, never the value.
 
     luigi's parser interpolates `%(name)s` and `${VAR}`: a literal `%` (a percent-encoded password, a presigned
@@ -86,7 +87,7 @@ def _check_readable(section: str) -> None:
 
 
 class tlc(_Section):  # noqa: N801 - the class name is the config section's name
-    source = luigi.ChoiceParameter(
+    source = ChoiceParameter(
         choices=["auto", "csv", "parquet"],
         default="auto",
         description="Which source files to download: auto (the course's csv.gz backups for the months they "
@@ -118,7 +119,7 @@ class tlc(_Section):  # noqa: N801 - the class name is the config section's name
     publication_lag_months = luigi.IntParameter(
         default=2, description="Months between a month's end and its files on the TLC site (for --stop latest)"
     )
-    unknown_columns = luigi.ChoiceParameter(
+    unknown_columns = ChoiceParameter(
         choices=["error", "drop"],
         default="error",
         description="What a source column the catalogue does not know does: fail the month, or be dropped",

@@ -152,6 +152,7 @@ class Lake:
         if self.is_local:
             if info.type == pafs.FileType.File:
                 raise DataError(f"[lake] root {self.root}: is a file; expected a directory")
+            _check_writable(self.root, Path(self.base))
             return
         if info.type != pafs.FileType.Directory:
             raise PipelineError(f"[lake] root {self.root}: bucket {self.bucket} does not exist (or cannot be seen)")
@@ -348,6 +349,20 @@ def _object_store(kind: str) -> pafs.FileSystem:
     if endpoint:
         return pafs.S3FileSystem(endpoint_override=endpoint, region=region or "us-east-1")
     return pafs.S3FileSystem(region=region) if region else pafs.S3FileSystem()
+
+
+def _check_writable(root: str, base: Path) -> None:
+    """Fail in one line if files cannot be made in the root (or, before it exists, in its nearest parent):
+    a read-only directory or file system, another user's directory, a parent that is a file."""
+    existing = next(p for p in (base, *base.parents) if p.exists())
+    if not existing.is_dir():
+        raise DataError(f"[lake] root {root}: {existing} is a file; expected a directory")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()  # unnamed on Linux: nothing is left, even if killed
+    except OSError as exc:
+        raise DataError(
+            f"[lake] root {root}: cannot write in {existing}: {exc.strerror}; expected a directory this user can write"
+        ) from None
 
 
 @functools.lru_cache(maxsize=16)

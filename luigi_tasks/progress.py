@@ -13,7 +13,7 @@ import time
 from typing import TextIO
 
 _CLEAR_LINE = "\r\x1b[K"
-_LOGGERS = ("", "luigi-interface", "luigi_tasks")  # where luigi and our logging.cfg put their stderr handlers
+_LOGGERS = ("", "luigi-interface")  # where luigi and our logging.cfg put their stderr handlers (luigi_tasks.cli)
 
 
 class TerminalProgress:

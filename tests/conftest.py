@@ -167,11 +167,13 @@ def write_config(path: Path, settings: dict[tuple[str, str], str]) -> Path:
     return path
 
 
-def luigi_command(args: list[str], config: Path, program: list[str] | None = None) -> subprocess.CompletedProcess:
-    """The README's command, as a user runs it from the repo with their own config file."""
+def luigi_command(
+    args: list[str], config: Path, program: list[str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
+    """The README's command, as a user runs it (from the repo unless `cwd` says otherwise) with their own config."""
     program = program or [str(Path(sys.executable).with_name("luigi")), "--module", "luigi_tasks"]
     return subprocess.run(
-        [*program, *args], cwd=REPO, env=command_env(config), capture_output=True, text=True, timeout=300
+        [*program, *args], cwd=cwd, env=command_env(config), capture_output=True, text=True, timeout=300
     )
 
 

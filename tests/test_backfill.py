@@ -22,13 +22,17 @@ from tests.conftest import (
     DATA,
     PARQUET_PATH,
     REPO,
+    command_env,
     files_under,
+    luigi_command,
     luigi_settings,
     month,
     month_path,
+    pipeline_settings,
     run_tasks,
     serve_csv_month,
     serve_zones,
+    write_config,
 )
 
 YELLOW_HEAD = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
@@ -103,10 +107,15 @@ def test_a_lake_file_removed_is_found_missing(lake, server, capsys):
 
 
 def test_bad_ranges_and_services():
-    with pytest.raises(DataError, match="Backfill: --stop 2019-01 is before --start 2020-01"):
+    with pytest.raises(DataError) as error:
         Backfill(services="yellow", start=month("2020-01"), stop=month("2019-01"))
-    with pytest.raises(DataError, match="unknown service 'taxi'; known services: yellow, green, fhv, fhvhv"):
+    assert str(error.value) == "--stop '2019-01': expected --start 2020-01 or a later month"
+    with pytest.raises(DataError) as error:
         Backfill(services="yellow,taxi", start=month("2020-01"), stop=month("2020-01"))
+    assert str(error.value) == (
+        "Backfill services 'yellow,taxi': expected all, or one or more of yellow, green, fhv, fhvhv,"
+        " separated by commas"
+    )
     assert Backfill(services="all", start=month("2020-01"), stop=month("2020-01")).services == (
         "yellow", "green", "fhv", "fhvhv",
     )  # fmt: skip
@@ -132,6 +141,19 @@ def test_history_keeps_every_run_with_rows_and_outcome(pg_lake, pg_dsn, server, 
     assert history.latest_rows(config.history().file, [by_family["LoadToPostgres"][0]["task_id"]]) == {
         by_family["LoadToPostgres"][0]["task_id"]: 266
     }
+
+
+def test_a_dry_run_is_recorded_as_a_dry_run_not_as_done(tmp_path, server):
+    config = write_config(tmp_path / "luigi.cfg", pipeline_settings(server, tmp_path / "lake"))
+    done = luigi_command(["yellow", "2020-07", "2020-08", "--dry-run"], config, program=[str(REPO / "bin/backfill")])
+    assert done.returncode == 0, done.stderr
+    assert "yellow: 2 to run 2020-07..2020-08" in done.stdout
+    assert "luigi_tasks: no month was scheduled in this run" in done.stderr  # not "done  Backfill"
+    runs = subprocess.run([sys.executable, "-m", "luigi_tasks.runs"], cwd=REPO, env=command_env(config),
+                          capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert len(runs) == 2 and runs[1].split()[2] == "DRY-RUN", runs
+    assert runs[1].endswith("Backfill(services=yellow, sinks=lake, start=2020-07, stop=2020-08)")
+    assert files_under(tmp_path / "lake") == []
 
 
 def test_runs_command_shows_the_history(pg_lake, server, capsys):

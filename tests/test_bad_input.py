@@ -94,8 +94,9 @@ def test_disk_full_while_converting_names_the_month_and_leaves_nothing(tmp_path)
 
 @pytest.mark.parametrize("service", ["../etc", "yellow/../../x", "yellow; rm -rf /", "YELLOW"])
 def test_service_parameter_is_one_of_the_catalogue(service):
-    with pytest.raises(ValueError, match="is not a valid choice"):
+    with pytest.raises(DataError) as error:
         IngestMonth(service=service, month=month("2021-01"))
+    assert str(error.value) == f"IngestMonth service {service!r}: expected one of yellow, green, fhv, fhvhv"
 
 
 @pytest.mark.parametrize("bad", ["2021-01/../../x", "2021-1", "2021-01; DROP TABLE x", "../2021-01"])

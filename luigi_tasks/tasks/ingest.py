@@ -11,10 +11,11 @@ from luigi_tasks.tasks.sinks import SINKS, rows_by_sink, sink_task
 class SinksParameter(CommaListParameter):
     """A comma-separated list of sinks, e.g. `lake` or `lake,postgres`."""
 
+    expected = f"one or more of {', '.join(SINKS)}, separated by commas"
+
     def check(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [n for n in names if n not in SINKS]
-        if unknown or not names:
-            raise ValueError(f"unknown sink {', '.join(unknown) or '(none)'}; available: {', '.join(SINKS)}")
+        if not names or any(n not in SINKS for n in names):
+            raise ValueError(names)
         return names
 
 
