@@ -528,9 +528,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scheduler-url")
     args = parser.parse_args(argv)
     try:
-        args.services = ServicesParameter().parse(args.services)
-        args.months = months_between(MonthParameter().parse(args.start), MonthParameter().parse(args.stop))
-        args.sinks = SinksParameter().parse(args.sinks)
+        args.services = _named(ServicesParameter(), "SERVICES").parse(args.services)
+        start, stop = (
+            _named(MonthParameter(), name).parse(value) for name, value in (("START", args.start), ("STOP", args.stop))
+        )
+        args.months = months_between(start, stop)
+        args.sinks = _named(SinksParameter(), "--sinks").parse(args.sinks)
     except (PipelineError, ValueError) as exc:
         parser.error(str(exc))
     if not args.months:
@@ -573,6 +576,12 @@ def impatient_clouds() -> Iterator[None]:
             else:
                 parser.set("gcp", key, value)
         Register.clear_instance_cache()
+
+
+def _named(parameter: luigi.Parameter, option: str) -> luigi.Parameter:
+    """The parameter, naming this command's argument in its errors (as it names its option under luigi)."""
+    parameter.option = option
+    return parameter
 
 
 def main(argv: list[str] | None = None) -> int:

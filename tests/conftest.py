@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gzip
+import logging
 import os
 import secrets
 import subprocess
@@ -130,6 +131,12 @@ def serve_csv_month(server: SourceServer, service: str, month: str, csv_bytes: b
 
 def serve_zones(server: SourceServer) -> str:
     return server.add(ZONES_PATH, (DATA / "taxi_zone_lookup.csv").read_bytes(), content_type="text/csv")
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Each record once: pytest also attaches caplog to non-propagating loggers such as luigi_tasks, whose records
+    luigi_tasks.cli hands on to luigi-interface, so caplog sees them twice."""
+    return list({id(record): record for record in caplog.records}.values())
 
 
 def run_tasks(*tasks: luigi.Task) -> tuple[luigi.execution_summary.LuigiRunResult, dict[str, BaseException]]:

@@ -265,7 +265,10 @@ def test_a_read_only_lake_fails(source, capsys):
     with read_only(source) as reason, luigi_settings({("history", "path"): str(history)}):
         code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01")
     assert code == 1
-    assert f"FAIL lake {source}: cannot write in it: {reason} (make it writable, or set [lake] root)" in lines
+    assert (
+        f"FAIL lake: [lake] root {source}: cannot write in {source}: {reason}; expected a directory this user can write"
+        in lines
+    )
     assert (
         f"FAIL run history {history}: cannot write in it: {reason} (make it writable, or set [history] path)"
     ) in lines
@@ -338,10 +341,13 @@ def test_a_config_path_that_is_not_a_file_fails(source, monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        (["purple", "2019-01", "2019-02"], "unknown service 'purple'; known services: yellow, green, fhv, fhvhv"),
-        (["yellow", "2019-13", "2019-02"], "invalid month '2019-13': expected YYYY-MM, e.g. 2021-01"),
+        (
+            ["purple", "2019-01", "2019-02"],
+            "SERVICES 'purple': expected all, or one or more of yellow, green, fhv, fhvhv, separated by commas",
+        ),
+        (["yellow", "2019-13", "2019-02"], "START '2019-13': expected YYYY-MM (e.g. 2021-01) or latest"),
         (["yellow", "2019-05", "2019-02"], "STOP 2019-02 is before START 2019-05"),
-        (["yellow", "2019-01", "2019-02", "--sinks", "lake,ftp"], "unknown sink ftp; available: "),
+        (["yellow", "2019-01", "2019-02", "--sinks", "lake,ftp"], "--sinks 'lake,ftp': expected one or more of "),
     ],
 )
 def test_a_bad_command_line_is_one_error_line(args, error, capsys):

@@ -24,7 +24,7 @@ from luigi_tasks.catalog import GREEN, YELLOW, plan_columns
 from luigi_tasks.download import download, redact_url
 from luigi_tasks.errors import DataError, NotPublished, SourceError
 from luigi_tasks.synthetic import write_trip_csv
-from tests.conftest import DATA, files_under
+from tests.conftest import DATA, files_under, logged
 from tests.source_server import SourceServer, self_signed_tls
 
 YELLOW_CSV = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
@@ -192,7 +192,7 @@ def test_429_and_503_wait_as_long_as_retry_after_asks(tmp_path, server, caplog, 
     with caplog.at_level(logging.WARNING, logger="luigi_tasks.download"):
         fetch(url, tmp_path / "y.csv.gz")  # the backoff alone would wait 0.01 s
     assert server.requests["/y.csv.gz"] == 2
-    [warning] = [r.getMessage() for r in caplog.records]
+    [warning] = [r.getMessage() for r in logged(caplog)]
     assert re.fullmatch(rf"yellow 2020-07: {url} answered HTTP {status}; retry 1 of 2 in [12]\.\d s", warning)
     assert gzip.decompress((tmp_path / "y.csv.gz").read_bytes()) == YELLOW_CSV
 
@@ -259,7 +259,7 @@ def test_a_host_name_that_does_not_resolve_fails_at_once_in_one_line(tmp_path, c
         "yellow 2020-07: downloading http://nonexistent.invalid/yellow_tripdata_2020-07.csv.gz failed: "
         "the host name nonexistent.invalid cannot be resolved (offline, or a wrong host in the URL?)"
     )
-    assert caplog.records == []  # no retry: another attempt cannot resolve it either
+    assert logged(caplog) == []  # no retry: another attempt cannot resolve it either
     assert files_under(tmp_path) == []
 
 
@@ -273,7 +273,7 @@ def test_a_refused_connection_is_retried_and_named(tmp_path, caplog):
     assert str(error.value) == (
         f"yellow 2020-07: downloading {url} failed: connection refused by 127.0.0.1:{port}; gave up after 3 attempts"
     )
-    assert len(caplog.records) == 2  # two retries, as configured
+    assert len(logged(caplog)) == 2  # two retries, as configured
 
 
 def test_a_certificate_that_does_not_verify_fails_at_once_in_one_line(tmp_path, caplog):
@@ -288,7 +288,7 @@ def test_a_certificate_that_does_not_verify_fails_at_once_in_one_line(tmp_path, 
         f"yellow 2020-07: downloading {url} failed: the TLS certificate of 127.0.0.1 cannot be verified "
         "(self-signed certificate)"
     )
-    assert caplog.records == []  # no retry: the same certificate would come again
+    assert logged(caplog) == []  # no retry: the same certificate would come again
     assert tls.total_requests() == 0  # refused before any request was sent
     assert files_under(tmp_path / "raw") == []
 
