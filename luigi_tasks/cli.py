@@ -23,7 +23,7 @@ import luigi.configuration
 import luigi.interface
 import luigi.retcodes
 
-from luigi_tasks import summary
+from luigi_tasks import errors, summary
 from luigi_tasks.errors import PipelineError
 
 LOGGING_CONF = Path(__file__).with_name("logging.cfg")
@@ -31,7 +31,9 @@ CONNECT_TIMEOUT = 5.0  # seconds to wait for the scheduler to accept a connectio
 
 
 class OneLineFailures(logging.Filter):
-    """Luigi's "Worker ... failed Task" record with our message appended, and no traceback, for a PipelineError."""
+    """Luigi's "Worker ... failed Task" record with our message appended, and no traceback, for a PipelineError;
+    and its "Will not run ... due to error in complete() method" record (which carries the traceback as text)
+    likewise."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
@@ -39,7 +41,19 @@ class OneLineFailures(logging.Filter):
             record.msg = f"{record.msg}: %s"
             record.args = (*(record.args or ()), error)
             record.exc_info = record.exc_text = None
+        elif isinstance(record.msg, str) and _COMPLETE_ERROR in record.msg:
+            headline, _, traceback = record.msg.partition(_COMPLETE_ERROR)
+            last = traceback.rstrip().rpartition("\n")[2]
+            name, _, message = last.partition(": ")
+            if name.removeprefix(f"{errors.__name__}.") in _OUR_ERRORS:
+                record.msg, record.args = f"{headline}{_COMPLETE_ERROR[:-2]}: %s", (message,)
         return True
+
+
+_COMPLETE_ERROR = " due to error in complete() method:\n"
+_OUR_ERRORS = {
+    name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, PipelineError)
+}
 
 
 def on_import() -> None:
