@@ -17,7 +17,7 @@ import pytest
 from luigi_tasks import IngestMonth, LoadToDuckDB, ToParquet, config
 from luigi_tasks.catalog import YELLOW, ZONES
 from luigi_tasks.duckdb import Warehouse, load, loaded_months
-from luigi_tasks.errors import PipelineError
+from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.lake import canonical_key
 from luigi_tasks.synthetic import write_trip_csv
 from luigi_tasks.tasks.backfill import Backfill
@@ -128,6 +128,72 @@ def test_several_months_with_two_workers_into_one_file(lake, server, tmp_path):
     counts = query(path, "SELECT strftime(source_month, '%Y-%m'), count(*) FROM prod.yellow_tripdata GROUP BY 1")
     assert dict(counts) == {when: manifest_rows(YELLOW, month(when)) for when in months}
     assert dict(counts) == {"2021-01": 2000, "2021-02": 2001, "2021-03": 2002, "2021-04": 2003}
+
+
+# A load in a child process that stops halfway through its INSERT (inside the transaction) and waits to be killed.
+_KILLED_MID_INSERT = """
+import sys, time, datetime as dt
+from pathlib import Path
+import pyarrow as pa
+from luigi_tasks.catalog import YELLOW
+from luigi_tasks.duckdb import Warehouse, load
+
+def halfway(done, total):
+    if done * 2 >= total:
+        print("halfway", flush=True)
+        time.sleep(600)
+
+warehouse = Warehouse(Path(sys.argv[1]), "prod", "table_updates")
+with pa.OSFile(sys.argv[2]) as parquet:  # a file object: the Arrow path, which reports progress
+    load(warehouse, parquet, dataset=YELLOW, table="yellow_tripdata", month=dt.date(2021, 1, 1), lake_file="1:b",
+         progress=halfway)
+"""
+
+
+def _kill_mid_insert(warehouse: Warehouse, parquet: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_MID_INSERT, str(warehouse.path), str(parquet)],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert child.stdout.readline() == "halfway\n"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_kill_mid_load_then_rerun_counts_once(tmp_path):
+    parquet = canonical(tmp_path, YELLOW, "2021-01", 400_000)
+    warehouse = Warehouse(tmp_path / "w.duckdb", "prod", "table_updates")
+    january = {month("2021-01"): "1:b"}
+    counts = "SELECT count(*) FROM prod.yellow_tripdata"
+    _kill_mid_insert(warehouse, parquet)
+    assert loaded_months(warehouse, YELLOW, "yellow_tripdata", january) == set()
+    assert query(warehouse.path, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'prod'") == [(0,)]
+
+    load(warehouse, parquet, dataset=YELLOW, table="yellow_tripdata", month=month("2021-01"), lake_file="1:b")
+    assert query(warehouse.path, counts) == [(400_000,)]
+    assert loaded_months(warehouse, YELLOW, "yellow_tripdata", january) == {month("2021-01")}
+
+    # A reload killed midway leaves the old month whole, still marked done.
+    _kill_mid_insert(warehouse, parquet)
+    assert query(warehouse.path, counts) == [(400_000,)]
+    assert loaded_months(warehouse, YELLOW, "yellow_tripdata", january) == {month("2021-01")}
+
+
+def test_a_table_that_does_not_match_the_catalogue_is_an_error_and_nothing_changes(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb", "prod", "table_updates")
+    with duckdb.connect(str(warehouse.path)) as conn:
+        conn.execute('CREATE SCHEMA prod; CREATE TABLE prod.yellow_tripdata ("VendorID" INTEGER, extra_col VARCHAR)')
+        conn.execute("INSERT INTO prod.yellow_tripdata VALUES (1, 'x')")
+    parquet = canonical(tmp_path, YELLOW, "2021-01", 100)
+    with pytest.raises(DataError) as raised:
+        load(warehouse, parquet, dataset=YELLOW, table="yellow_tripdata", month=month("2021-01"), lake_file="1:a")
+    message = str(raised.value)
+    assert message.startswith(f"table prod.yellow_tripdata in {warehouse.path} does not match the yellow catalogue:")
+    assert "unexpected extra_col" in message and "VendorID is INTEGER, expected BIGINT" in message
+    assert query(warehouse.path, "SELECT * FROM prod.yellow_tripdata") == [(1, "x")]
+    assert query(
+        warehouse.path, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'table_updates'"
+    ) == [(0,)]
 
 
 def test_a_file_held_by_another_process_is_one_line_and_nothing_partial(tmp_path, holder):
