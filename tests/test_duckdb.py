@@ -34,6 +34,7 @@ from tests.conftest import (
 )
 from tests.test_postgres import canonical
 from tests.test_remote_lake import remote_lake  # noqa: F401 - the fixture
+from tests.test_summary import BACKFILL, row, summary_of
 
 YELLOW_HEAD = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
 JULY = month("2020-07")
@@ -300,3 +301,25 @@ def test_the_tasks_of_one_file_share_one_resource(lake, tmp_path):
     with luigi_settings({("duckdb", "path"): str(tmp_path / "w.duckdb")}):
         tasks = [LoadToDuckDB(service=name, month=JULY) for name in ("yellow", "green")]
         assert [t.resources for t in tasks] == [{f"duckdb:{tmp_path / 'w.duckdb'}": 1}] * 2
+
+
+def test_backfill_and_its_table_of_months_name_the_duckdb_rows(tmp_path, server):
+    serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
+    serve_zones(server)
+    config_file = write_config(tmp_path / "luigi.cfg", pipeline_settings(server, tmp_path / "lake"))
+    args = ["yellow", "2020-07", "2020-07", "--sinks", "lake,duckdb"]
+    done = luigi_command(args, config_file, program=BACKFILL)
+    assert done.returncode == 0, done.stderr
+    lines = summary_of(done.stderr)
+    assert row(lines, "yellow", "2020-07")[2:] == [
+        "done",
+        "DownloadTripData, ToParquet, LoadToDuckDB, IngestMonth",
+        "duckdb 266, lake 266",
+    ]
+    assert row(lines, "-", "-")[2:] == [
+        "done",
+        "DownloadZones, ZonesToParquet, LoadZonesToDuckDB, Backfill",
+        "duckdb 265, lake 265",
+    ]
+    again = luigi_command([*args, "--dry-run"], config_file, program=BACKFILL)
+    assert "yellow: 1 done 2020-07" in again.stdout and "yellow: 0 to run" in again.stdout, again.stdout
