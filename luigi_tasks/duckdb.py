@@ -28,8 +28,13 @@ from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.sql import column_problems, quote_ident
 
 _DUCKDB_TYPES = {CODE: "BIGINT", AMOUNT: "DOUBLE", TIME: "TIMESTAMP", TEXT: "VARCHAR"}
-# Nothing is downloaded at run time: reading Parquet and Arrow is built in.
-_SETTINGS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+_SETTINGS = {
+    # Nothing is downloaded at run time: reading Parquet and Arrow is built in.
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    # A table's rows have no order: inserting them as the threads finish halves a month's load time.
+    "preserve_insertion_order": False,
+}
 _LOCKED = "Could not set lock on file"
 _HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
 _RETRY_S = 0.2
@@ -73,7 +78,7 @@ def connection(warehouse: Warehouse, *, read_only: bool, what: str) -> Iterator[
         try:
             conn = duckdb.connect(str(path), read_only=read_only, config=_SETTINGS)
             break
-        except duckdb.IOException as exc:
+        except duckdb.Error as exc:
             if _LOCKED not in str(exc):
                 raise PipelineError(f"{what}: cannot open DuckDB file {path}: {_one_line(exc)}") from None
             if time.monotonic() >= deadline:
@@ -172,7 +177,10 @@ def load(
     """
     expected_rows = pq.read_metadata(parquet).num_rows
     update = update_id(table, month)
-    warehouse.path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        warehouse.path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PipelineError(f"{update}: cannot make the folder of DuckDB file {warehouse.path}: {exc}") from None
     with connection(warehouse, read_only=False, what=update) as conn:
         target = warehouse.qualified(table)
         conn.execute("BEGIN TRANSACTION")

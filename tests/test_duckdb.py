@@ -323,3 +323,14 @@ def test_backfill_and_its_table_of_months_name_the_duckdb_rows(tmp_path, server)
     ]
     again = luigi_command([*args, "--dry-run"], config_file, program=BACKFILL)
     assert "yellow: 1 done 2020-07" in again.stdout and "yellow: 0 to run" in again.stdout, again.stdout
+
+
+def test_a_path_that_is_not_a_duckdb_file_is_one_line_and_left_alone(tmp_path):
+    warehouse = Warehouse(tmp_path / "notes.txt", "prod", "table_updates")
+    warehouse.path.write_text("not a database\n")
+    parquet = canonical(tmp_path, YELLOW, "2021-01", 100)
+    with pytest.raises(PipelineError) as raised:
+        load(warehouse, parquet, dataset=YELLOW, table="yellow_tripdata", month=month("2021-01"), lake_file="1:a")
+    assert str(raised.value).startswith(f"yellow_tripdata:2021-01: cannot open DuckDB file {warehouse.path}: ")
+    assert "\n" not in str(raised.value)
+    assert warehouse.path.read_text() == "not a database\n"
