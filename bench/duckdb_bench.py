@@ -323,9 +323,8 @@ def main(argv: list[str]) -> int:
             "other processes' CPU seconds during each measurement": ", ".join(f"{r.other_cpu_s:.1f}" for r in runs),
         }
         command = shlex.join(["python", "bench/duckdb_bench.py", *argv])
-        text = docs_text(
-            table, goal, command, env, args.rows, csv.stat().st_size / 2**20, parquet.stat().st_size / 2**20
-        )
+        sizes = csv.stat().st_size / 2**20, parquet.stat().st_size / 2**20
+        text = docs_text(table, goal, command, env, args.rows, *sizes, busy=args.busy_machine)
         DOCS_PATH.write_text(text, encoding="utf-8")
         print(f"\nwrote {DOCS_PATH.relative_to(REPO)}", file=sys.stderr)
     return 0
