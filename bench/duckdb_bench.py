@@ -193,11 +193,12 @@ def docs_text(
 ) -> str:
     listed = "\n".join(f"- {key}: {value}" for key, value in env.items())
     busy_note = (
-        "\n\nMeasured with `--busy-machine`: the machine is shared and other jobs ran throughout (their CPU seconds"
+        " Measured with `--busy-machine`: the machine is shared and other jobs ran throughout (their CPU seconds"
         " during each measurement are listed below), so the absolute times are not a quiet machine's; the ratios"
         " come from one interleaved run, every method under the same load."
         if busy
-        else ""
+        else " Each measurement waits for the machine to be quiet and is made again if other processes used the CPU"
+        " meanwhile."
     )
     return f"""# Benchmark: loading a month into DuckDB
 
@@ -220,8 +221,7 @@ local DuckDB file, each method a whole process started afresh, from no database 
   (a throwaway local cluster with fsync off); the wall time includes the server's work.
 
 Medians of the wall time over the runs, largest peak RSS of the client process (psql's under GNU time when
-available). Each measurement waits for the machine to be quiet and is made again if other processes used the CPU
-meanwhile.{busy_note}
+available).{busy_note}
 
 ## Results
 
@@ -320,7 +320,9 @@ def main(argv: list[str]) -> int:
             **machine(maxrss_mb()),
             **child_library_versions(__file__),
             "measurements made again because other processes were busy": str(len(discarded)),
-            "other processes' CPU seconds during each measurement": ", ".join(f"{r.other_cpu_s:.1f}" for r in runs),
+            "other CPU seconds during each measurement (for psql, the PostgreSQL server's included)": ", ".join(
+                f"{r.other_cpu_s:.1f}" for r in runs
+            ),
         }
         command = shlex.join(["python", "bench/duckdb_bench.py", *argv])
         sizes = csv.stat().st_size / 2**20, parquet.stat().st_size / 2**20
