@@ -111,6 +111,8 @@ def test_columns_have_the_catalogues_types(tmp_path):
     parquet = canonical(tmp_path, YELLOW, "2021-01", 1000)
     warehouse = Warehouse(tmp_path / "w.duckdb", "prod", "table_updates")
     kept = {"dataset": YELLOW, "table": "yellow_tripdata", "month": month("2021-01"), "lake_file": "1:a"}
+    assert loaded_months(warehouse, YELLOW, "yellow_tripdata", {month("2021-01"): "1:a"}) == set()
+    assert not warehouse.path.exists()  # asking does not make the file
     assert load(warehouse, parquet, **kept) == 1000
     with duckdb.connect(str(warehouse.path), read_only=True) as conn:
         schema = conn.execute("SELECT * FROM prod.yellow_tripdata LIMIT 0").to_arrow_table().schema
