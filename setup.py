@@ -20,6 +20,7 @@ setup(
         "google-cloud-storage>=2.14",
         "google-cloud-bigquery>=3.20",
         "boto3>=1.34",
+        "duckdb>=1.1",  # the test extras pin 1.5.5, which this allows
     ],
     extras_require={
         "test": [

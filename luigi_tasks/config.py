@@ -19,6 +19,7 @@ from luigi_tasks.download import redact_url
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import Lake, open_lake
 from luigi_tasks.parameters import ChoiceParameter, NamedParameterErrors
+from luigi_tasks.sql import IDENTIFIER_RULE, is_identifier
 
 COURSE_CSV_URL = (
     "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/{service}/{service}_tripdata_{year}-{month}.csv.gz"
@@ -202,6 +203,49 @@ class postgres(_Section):  # noqa: N801
         super().__init__(*args, **kwargs)
         check_setting(self.lock_timeout >= 0, "[postgres] lock_timeout", self.lock_timeout, "0 or more seconds")
         check_setting(1 <= self.load_streams <= 16, "[postgres] load_streams", self.load_streams, "1 to 16")
+
+
+class duckdb(_Section):  # noqa: N801
+    path = luigi.Parameter(
+        default="",
+        description="The DuckDB database file; empty: taxi_rides_ny.duckdb beside a local lake (in its parent "
+        "directory), or in $LUIGI_TASKS_STATE_DIR (default ~/.local/state/luigi_tasks) when the lake is remote",
+    )
+    schema = luigi.Parameter(
+        default="prod", description="Schema of the tables (the course's dbt project reads its sources from prod)"
+    )
+    table = luigi.Parameter(default="{service}_tripdata", description="Table of a service's trips; {service}")
+    zones_table = luigi.Parameter(default="taxi_zone_lookup", description="Table of the zone lookup")
+    marker_table = luigi.Parameter(default="table_updates", description="Table of completed loads, in the schema")
+    lock_wait = luigi.FloatParameter(
+        default=60.0,
+        description="Seconds a load or a check waits for the file while another process (a duckdb CLI, another "
+        "luigi run) holds it, before it fails",
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for key in ("schema", "zones_table", "marker_table"):
+            value = getattr(self, key)
+            check_setting(is_identifier(value), f"[duckdb] {key}", value, IDENTIFIER_RULE)
+        try:
+            ok = _placeholders(self.table) == ["{service}"] and is_identifier(self.table.format(service="fhvhv"))
+        except ValueError:
+            ok = False
+        check_setting(ok, "[duckdb] table", self.table, "{service} and letters, digits, _ (e.g. {service}_tripdata)")
+        check_setting(self.lock_wait >= 0, "[duckdb] lock_wait", self.lock_wait, "0 or more seconds")
+
+    @property
+    def file(self) -> Path:
+        if self.path:
+            return Path(self.path).expanduser().resolve()
+        if "://" not in lake().root:
+            return Path(lake().root).expanduser().resolve().parent / "taxi_rides_ny.duckdb"
+        return state_dir() / "taxi_rides_ny.duckdb"
+
+    def table_for(self, service: str | None) -> str:
+        """The table of a service's trips, or of the zone lookup for None."""
+        return self.zones_table if service is None else self.table.format(service=service)
 
 
 class history(_Section):  # noqa: N801

@@ -30,6 +30,7 @@ from pgpq import ArrowToPostgresBinaryEncoder
 
 from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, ZONES, Dataset, table_name
 from luigi_tasks.errors import DataError, PipelineError
+from luigi_tasks.sql import column_problems, quote_ident
 
 _PG_TYPES = {CODE: "bigint", AMOUNT: "double precision", TIME: "timestamp", TEXT: "text"}
 # information_schema spells some types differently from DDL.
@@ -38,7 +39,6 @@ _COPY_READ_BYTES = 1 << 20
 # Small batches keep the client's memory low (the encoder's buffers grow with the batch); the COPY
 # stream is continuous either way.
 _BATCH_ROWS = 16_384
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 RowProgress = Callable[[int, "int | None"], None]
 ParquetSource = Path | pa.NativeFile  # a local file, or a lake file opened for random access
@@ -48,17 +48,6 @@ _UNPARSEABLE_DSN = (
     "[postgres] dsn is not a libpq URI or key=value string (libpq's reason is not shown: it may quote the password);"
     " expected e.g. host=H user=U password='a b' dbname=D, or a URI with its password percent-encoded"
 )
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def checked_identifier(name: str, what: str) -> str:
-    """Table and schema names come from config: allow plain identifiers only."""
-    if not _IDENTIFIER.match(name):
-        raise DataError(f"{what} {name!r} is not a plain SQL identifier (letters, digits, _; at most 63)")
-    return name
 
 
 def update_id(dataset: Dataset, month: dt.date | None) -> str:
@@ -153,17 +142,7 @@ def _check_table(cur, table: str, dataset: Dataset, partitioned: bool) -> bool:
     if not found:
         return False
     expected = [(n, _INFORMATION_SCHEMA_TYPES.get(t, t)) for n, t in _expected_columns(dataset, partitioned)]
-    problems = []
-    found_types, expected_types = dict(found), dict(expected)
-    missing = [n for n, _ in expected if n not in found_types]
-    extra = [n for n, _ in found if n not in expected_types]
-    if missing:
-        problems.append("missing " + ", ".join(missing))
-    if extra:
-        problems.append("unexpected " + ", ".join(extra))
-    problems += [
-        f"{n} is {found_types[n]}, expected {t}" for n, t in expected if n in found_types and found_types[n] != t
-    ]
+    problems = column_problems(found, expected)
     if not problems and partitioned:
         cur.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (quote_ident(table),))
         if cur.fetchone()[0] != "p":

@@ -16,7 +16,7 @@ from luigi_tasks import IngestMonth, ToParquet, UploadToGCS, UploadToS3, config
 from luigi_tasks.catalog import FHV, YELLOW
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.errors import DataError, PipelineError
-from luigi_tasks.postgres import checked_identifier
+from luigi_tasks.sql import checked_identifier
 from luigi_tasks.synthetic import write_trip_csv
 from luigi_tasks.tasks.gcs import checked_prefix
 from tests.conftest import (

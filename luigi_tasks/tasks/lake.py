@@ -178,6 +178,11 @@ class ZonesToParquet(ZonesTask, _Convert):
         return DownloadZones()
 
 
+def lake_file(entry: LakeEntry) -> str:
+    """The lake file's fingerprint as a warehouse's marker records it: a month redone in the lake has another."""
+    return f"{entry.file.size}:{entry.file.crc32c}"
+
+
 def lake_task(service: str | None, month: dt.date | None) -> ToParquet | ZonesToParquet:
     """The canonical file of a month, or of the zone lookup when `month` is None."""
     return ZonesToParquet() if month is None else ToParquet(service=service, month=month)

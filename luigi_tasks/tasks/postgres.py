@@ -10,9 +10,10 @@ from luigi_tasks import config
 from luigi_tasks.catalog import Dataset
 from luigi_tasks.errors import PipelineError
 from luigi_tasks.lake import LakeEntry
-from luigi_tasks.postgres import checked_identifier, load_month, load_zones, loaded_months
+from luigi_tasks.postgres import load_month, load_zones, loaded_months
+from luigi_tasks.sql import checked_identifier
 from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
-from luigi_tasks.tasks.lake import CanonicalTarget, lake_task
+from luigi_tasks.tasks.lake import CanonicalTarget, lake_file, lake_task
 
 
 class PostgresMonthTarget(luigi.Target):
@@ -27,11 +28,6 @@ class PostgresMonthTarget(luigi.Target):
         entry = self.source.entry()
         # Asked even when the lake has no file yet: an unreachable database fails the check before any work.
         return bool(_loaded(self.dataset, {} if entry is None else {self.month: entry}))
-
-
-def lake_file(entry: LakeEntry) -> str:
-    """The lake file's fingerprint as the marker records it: a month redone in the lake has another."""
-    return f"{entry.file.size}:{entry.file.crc32c}"
 
 
 def _loaded(dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
