@@ -356,6 +356,28 @@ def check_postgres() -> list[Check]:
     return [Check(OK, what, f"connects; marker table {marker} can be created and read ({loads:,} loads marked)")]
 
 
+def check_duckdb() -> list[Check]:
+    """The DuckDB file's folder can be written, and the file (if it is there yet) opens now: no other process
+    holds it (DuckDB lets one process at a time use a file it writes)."""
+    from luigi_tasks import duckdb as warehouse_file
+
+    settings = config.duckdb()
+    path = settings.file
+    folder = writable(path.parent, f"duckdb folder {path.parent}", "[duckdb] path")
+    if folder[0].status == FAIL:
+        return folder
+    if not path.exists():
+        return [*folder, Check(OK, f"duckdb {path}", "not there yet: the first load creates it")]
+    warehouse = warehouse_file.Warehouse(path, settings.schema, settings.marker_table, lock_wait=0)
+    try:
+        with warehouse_file.connection(warehouse, read_only=True, what="duckdb") as conn:
+            tables = conn.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ?", [settings.schema])
+            count = tables.fetchone()[0]
+    except PipelineError as exc:
+        return [*folder, Check(FAIL, f"duckdb {path}", str(exc).removeprefix("duckdb: "))]
+    return [*folder, Check(OK, f"duckdb {path}", f"opens; {count} tables in schema {settings.schema}")]
+
+
 def google_credentials(variable: str) -> Check:
     """Credentials for a Google client: none against an emulator, else application default credentials."""
     if os.environ.get(variable):
@@ -469,6 +491,7 @@ def check_s3() -> list[Check]:
 SINK_CHECKS: dict[str, Callable[[], list[Check]]] = {
     "lake": list,
     "postgres": check_postgres,
+    "duckdb": check_duckdb,
     "gcs": check_gcs,
     "bigquery": check_bigquery,
     "s3": check_s3,

@@ -33,6 +33,10 @@ from tests.conftest import (
 )
 from tests.emulators import PROJECT, fresh_name
 from tests.postgres_cluster import free_port
+from tests.test_duckdb import (
+    PYTHON,
+    holder,  # noqa: F401 - the fixture
+)
 from tests.test_remote_lake import remote_lake  # noqa: F401, F811 - the fixture
 from tests.test_scheduler import luigid  # noqa: F401 - the fixture
 
@@ -403,3 +407,25 @@ def test_a_cloud_endpoint_that_does_not_answer_fails_within_the_doctors_patience
     [failure] = [line for line in lines if line.startswith("FAIL")]
     assert failure.startswith(f"FAIL gcs: GCS bucket doctor-bucket: Timeout of {doctor.PATIENCE:.1f}s exceeded")
     assert "Connection refused" in failure
+
+
+def test_the_duckdb_file_is_checked_before_and_while_another_process_holds_it(source, holder, capsys):  # noqa: F811
+    path = source.parent / "taxi_rides_ny.duckdb"  # the default: beside the lake
+    code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01", "--sinks", "lake,duckdb")
+    assert code == 0
+    assert f"ok   duckdb {path}: not there yet: the first load creates it" in lines
+    assert not path.exists()
+
+    child = holder(path)
+    code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01", "--sinks", "lake,duckdb")
+    assert code == 1
+    assert (
+        f"FAIL duckdb {path}: DuckDB file {path} is held open by another process ({PYTHON}, PID {child.pid}) for"
+        " more than [duckdb] lock_wait = 0 seconds; close it there (DuckDB lets one process at a time use a file it"
+        " writes) or raise lock_wait"
+    ) in lines
+
+    child.kill()
+    child.wait()
+    code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01", "--sinks", "lake,duckdb")
+    assert code == 0 and f"ok   duckdb {path}: opens; 0 tables in schema prod" in lines
