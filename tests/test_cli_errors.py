@@ -22,7 +22,7 @@ from tests.conftest import (
 )
 
 LUIGI = [str(Path(sys.executable).with_name("luigi")), "--module", "luigi_tasks"]
-SINKS = "expected one or more of lake, postgres, gcs, bigquery, s3, separated by commas"
+SINKS = "expected one or more of lake, postgres, duckdb, gcs, bigquery, s3, separated by commas"
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -39,7 +39,7 @@ class Sink(Protocol):
 
 
 SINKS: dict[str, Sink] = {
-    sink.name: sink for sink in (LakeSink(), PostgresSink(), GcsSink(), BigQuerySink(), S3Sink(), DuckDBSink())
+    sink.name: sink for sink in (LakeSink(), PostgresSink(), DuckDBSink(), GcsSink(), BigQuerySink(), S3Sink())
 }
 
 
