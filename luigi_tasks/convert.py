@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +38,9 @@ MANIFEST_KEY = b"luigi_tasks.manifest"
 # Small blocks keep the reader's memory low; batches are regrouped into full row groups anyway.
 # Arrow's streaming reader reads and parses ahead on its own threads while this thread encodes.
 CSV_BLOCK_BYTES = 1 << 20
+# The parallel CSV path parses the file in pieces of this size, cut at line ends: the blocks of one piece are
+# parsed on all cores while the previous piece is encoded, and at most three pieces are in memory at once.
+CSV_PIECE_BYTES = 4 << 20
 _RAGGED = re.compile(r"Expected (\d+) columns, got (\d+)")
 # How Arrow's CSV reader reports a value it cannot convert (its column number counts the file's columns from 0).
 _BAD_CSV_VALUE = re.compile(r"In CSV column #(\d+): CSV conversion error to (.+?): invalid value '(.*)'$", re.DOTALL)
@@ -326,6 +330,45 @@ def _unreadable(where: str, exc: BaseException) -> DataError:
     return DataError(f"{where}: cannot read the file: {exc}")
 
 
+class _NotForTheParallelPath(Exception):
+    """The parallel CSV path cannot give the exact values of this file: the exact reader must read it."""
+
+
+def _whole_floats(floats: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Integer codes read as float64, as int64 where that is exact (see _parsed_codes); else _NotForTheParallelPath."""
+    bounds = pc.min_max(floats).as_py()
+    if any(abs(bound) >= _FLOAT64_SAFE_BELOW for bound in bounds.values() if bound is not None):
+        raise _NotForTheParallelPath("a code too large for float64 to be exact")
+    return pc.cast(floats, CODE, safe=True)  # 1.5 or NaN: ArrowInvalid
+
+
+def _line_pieces(raw: Path, kind: str) -> Iterator[memoryview]:
+    """The file's text (decompressed) in pieces of about CSV_PIECE_BYTES, each ending at a line end."""
+    with gzip.open(raw, "rb") if kind == "csv.gz" else open(raw, "rb") as source:
+        rest = b""
+        while block := source.read(CSV_PIECE_BYTES):
+            text = rest + block
+            cut = (text.rfind(b"\n") + 1) or (text.rfind(b"\r") + 1)  # CR-only line ends too
+            if not cut:
+                raise _NotForTheParallelPath("no line end in a whole piece")
+            yield memoryview(text)[:cut]
+            rest = text[cut:]
+        if rest:
+            yield memoryview(rest)
+
+
+_END = object()
+
+
+def _read_ahead(items: Iterator) -> Iterator:
+    """Yield `items`, making the next one on a thread of its own meanwhile (reading and Arrow release the GIL)."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        upcoming = worker.submit(next, items, _END)
+        while (item := upcoming.result()) is not _END:
+            upcoming = worker.submit(next, items, _END)
+            yield item
+
+
 class _CsvSource:
     def __init__(self, raw: Path, dataset: Dataset, *, kind: str, where: str, unknown_columns: str) -> None:
         self.raw = raw
@@ -346,16 +389,33 @@ class _CsvSource:
         self.total_rows = None
 
     def batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows in batches, parsed in parallel; the exact reader takes over where that path is not sure."""
+        done = 0
+        try:
+            for batch in self._parallel_batches():
+                done += batch.num_rows
+                self.rows_read = done
+                yield batch
+            return
+        except (_NotForTheParallelPath, pa.ArrowException, OSError, EOFError, zlib.error):
+            # Unusual values, bad input, a broken file: the exact reader reads it (again) from the start and
+            # says what is wrong; rows already passed on are skipped, and were read the same way by both.
+            pass
+        self.rows_read = 0
+        for batch in self._exact_batches():
+            if done >= batch.num_rows:
+                done -= batch.num_rows
+                continue
+            yield batch.slice(done)
+            done = 0
+
+    def _reader_options(self, *, codes: pa.DataType, skip_rows: int) -> dict:
         read_names = {source_name: column.name for source_name, column in self.plan.read}
         # Unread columns get placeholder names so that a blank or repeated name cannot clash.
         names = [read_names.get(name, f"__unread_{i}") for i, name in enumerate(self.header)]
-        types = {
-            # Integer codes are read as text, then cast exactly (_integer_codes): some files write them as "1.0".
-            column.name: pa.string() if column.type == CODE else column.type
-            for _, column in self.plan.read
-        }
-        reader_options = dict(
-            read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1, block_size=CSV_BLOCK_BYTES),
+        types = {column.name: codes if column.type == CODE else column.type for _, column in self.plan.read}
+        return dict(
+            read_options=pa_csv.ReadOptions(column_names=names, skip_rows=skip_rows, block_size=CSV_BLOCK_BYTES),
             convert_options=pa_csv.ConvertOptions(
                 column_types=types,
                 include_columns=list(read_names.values()),
@@ -364,6 +424,28 @@ class _CsvSource:
                 quoted_strings_can_be_null=True,
             ),
         )
+
+    def _parallel_batches(self) -> Iterator[pa.RecordBatch]:
+        # Integer codes are read as float64 (some files write them as "1.0") and kept where that is exact;
+        # anything else (_NotForTheParallelPath, or an error) sends the file to the exact reader.
+        codes = [column.name for _, column in self.plan.read if column.type == CODE]
+        first = self._reader_options(codes=pa.float64(), skip_rows=1)
+        rest = self._reader_options(codes=pa.float64(), skip_rows=0)
+
+        def parse(piece: tuple[int, memoryview]) -> pa.Table:
+            index, text = piece
+            table = pa_csv.read_csv(pa.py_buffer(text), **(rest if index else first))
+            for name in codes:
+                table = table.set_column(table.schema.get_field_index(name), name, _whole_floats(table[name]))
+            return table
+
+        pieces = _read_ahead(enumerate(_line_pieces(self.raw, self.kind)))
+        for table in _read_ahead(map(parse, pieces)):
+            yield from table.to_batches()
+
+    def _exact_batches(self) -> Iterator[pa.RecordBatch]:
+        # Integer codes are read as text, then cast exactly (_integer_codes): some files write them as "1.0".
+        reader_options = self._reader_options(codes=pa.string(), skip_rows=1)
         try:
             source = self.raw
             if self.kind != payload_kind(self.raw.name):  # gzip data under a .csv name: Arrow goes by the name

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from luigi_tasks import ToParquet
+from luigi_tasks import ToParquet, convert
 from luigi_tasks.catalog import FHV, TIME, YELLOW
 from luigi_tasks.convert import read_manifest, to_canonical_parquet
 from luigi_tasks.errors import DataError
@@ -145,4 +145,31 @@ def test_a_fractional_or_non_numeric_code_names_the_column_and_leaves_nothing(tm
     with pytest.raises(DataError) as error:
         _convert(raw, tmp_path)
     assert str(error.value) == f"yellow 2021-01 ({raw}): line 3: column VendorID: {bad!r} is not an integer (int64)"
+    assert files_under(tmp_path / "out") == []
+
+
+def _late_code(tmp_path, monkeypatch, code: str):
+    """1,000 rows with `code` at row 900, read in pieces of 4 KiB (about 40 rows): the parallel reader passes on
+    the first pieces before it meets that row, where the exact reader takes over."""
+    monkeypatch.setattr(convert, "CSV_PIECE_BYTES", 4096)
+    codes = [f"{n % 7}.0" for n in range(1_000)]
+    codes[900] = code
+    return _csv_with_codes(tmp_path, codes)
+
+
+def test_a_late_code_too_big_for_float64_loses_and_repeats_no_row(tmp_path, monkeypatch):
+    table, manifest = _convert(_late_code(tmp_path, monkeypatch, str(BIG)), tmp_path)
+    expected = [n % 7 for n in range(1_000)]
+    expected[900] = BIG
+    assert table["VendorID"].to_pylist() == expected
+    assert (manifest.rows_in, manifest.rows_out) == (1_000, 1_000)
+
+
+def test_a_late_fractional_code_names_the_column_and_leaves_nothing(tmp_path, monkeypatch):
+    raw = _late_code(tmp_path, monkeypatch, "1.5")
+    with pytest.raises(DataError) as error:
+        _convert(raw, tmp_path)
+    assert str(error.value) == (
+        f"yellow 2021-01 ({raw}): column 'VendorID' cannot be read as int64: '1.5' is not a whole number within int64"
+    )
     assert files_under(tmp_path / "out") == []
