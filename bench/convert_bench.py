@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -334,8 +335,15 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def environment(parent_rss_mb: float) -> dict[str, str]:
-    return {**run_stamp(), **child_library_versions(__file__), **machine(parent_rss_mb)}
+def environment(parent_rss_mb: float, load_at_start: float) -> dict[str, str]:
+    # Other jobs on the machine slow the parallel methods most: the load says how quiet the run was.
+    load = f"{load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (on {os.cpu_count()} cores)"
+    return {
+        **run_stamp(),
+        **child_library_versions(__file__),
+        **machine(parent_rss_mb),
+        "load average (1 minute)": load,
+    }
 
 
 def docs_text(summaries: list[Summary], command: str, env: dict[str, str], args: argparse.Namespace) -> str:
@@ -441,6 +449,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(library_versions()))
         return 0
 
+    load_at_start = os.getloadavg()[0]
     args.work.mkdir(parents=True, exist_ok=True)
     inputs = []
     for scale in sorted({1, args.scale}):
@@ -490,7 +499,8 @@ def main(argv: list[str]) -> int:
     if args.write_docs:
         command = shlex.join(["python", "bench/convert_bench.py", *argv])
         DOCS_PATH.parent.mkdir(parents=True, exist_ok=True)
-        DOCS_PATH.write_text(docs_text(summaries, command, environment(parent_rss_mb), args), encoding="utf-8")
+        env = environment(parent_rss_mb, load_at_start)
+        DOCS_PATH.write_text(docs_text(summaries, command, env, args), encoding="utf-8")
         print(f"\nwrote {DOCS_PATH.relative_to(REPO)}", file=sys.stderr)
     return 0
 
