@@ -8,6 +8,7 @@ its manifest are one file, written in one rename.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import dataclasses
@@ -39,9 +40,10 @@ MANIFEST_KEY = b"luigi_tasks.manifest"
 # Small blocks keep the reader's memory low; batches are regrouped into full row groups anyway.
 # Arrow's streaming reader reads and parses ahead on its own threads while this thread encodes.
 CSV_BLOCK_BYTES = 1 << 20
-# The parallel CSV path parses the file in pieces of this size, cut at line ends: the blocks of one piece are
-# parsed on all cores while the previous piece is encoded, and at most three pieces are in memory at once.
+# The parallel CSV path parses the file in pieces of this size, cut at line ends: the blocks of a piece are
+# parsed on all cores, up to PARSED_PIECES_AHEAD pieces ahead of the encoding, which bounds the memory.
 CSV_PIECE_BYTES = 4 << 20
+PARSED_PIECES_AHEAD = 4  # a default row group (131,072 rows) is about 3.5 pieces
 _RAGGED = re.compile(r"Expected (\d+) columns, got (\d+)")
 # How Arrow's CSV reader reports a value it cannot convert (its column number counts the file's columns from 0).
 _BAD_CSV_VALUE = re.compile(r"In CSV column #(\d+): CSV conversion error to (.+?): invalid value '(.*)'$", re.DOTALL)
@@ -369,13 +371,18 @@ def _line_pieces(raw: Path, kind: str) -> Iterator[memoryview]:
 _END = object()
 
 
-def _read_ahead(items: Iterator) -> Iterator:
-    """Yield `items`, making the next one on a thread of its own meanwhile (reading and Arrow release the GIL)."""
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        upcoming = worker.submit(next, items, _END)
-        while (item := upcoming.result()) is not _END:
-            upcoming = worker.submit(next, items, _END)
+def _read_ahead(items: Iterator, depth: int) -> Iterator:
+    """Yield `items`, making up to `depth` next ones on a thread of its own meanwhile (reading and Arrow release
+    the GIL)."""
+    worker = ThreadPoolExecutor(max_workers=1)
+    try:
+        # One thread: the calls run one after the other, in order.
+        upcoming = collections.deque(worker.submit(next, items, _END) for _ in range(depth))
+        while (item := upcoming.popleft().result()) is not _END:
+            upcoming.append(worker.submit(next, items, _END))
             yield item
+    finally:
+        worker.shutdown(cancel_futures=True)
 
 
 class _CsvSource:
@@ -448,8 +455,9 @@ class _CsvSource:
                 table = table.set_column(table.schema.get_field_index(name), name, _whole_floats(table[name]))
             return table
 
-        pieces = _read_ahead(enumerate(_line_pieces(self.raw, self.kind)))
-        for table in _read_ahead(map(parse, pieces)):
+        pieces = _read_ahead(enumerate(_line_pieces(self.raw, self.kind)), depth=1)
+        # Parsing runs a row group ahead, so that it goes on while a row group is encoded.
+        for table in _read_ahead(map(parse, pieces), depth=PARSED_PIECES_AHEAD):
             yield from table.to_batches()
 
     def _exact_batches(self) -> Iterator[pa.RecordBatch]:
