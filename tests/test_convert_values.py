@@ -165,11 +165,9 @@ def test_a_late_code_too_big_for_float64_loses_and_repeats_no_row(tmp_path, monk
     assert (manifest.rows_in, manifest.rows_out) == (1_000, 1_000)
 
 
-def test_a_late_fractional_code_names_the_column_and_leaves_nothing(tmp_path, monkeypatch):
+def test_a_late_fractional_code_names_its_line_and_leaves_nothing(tmp_path, monkeypatch):
     raw = _late_code(tmp_path, monkeypatch, "1.5")
     with pytest.raises(DataError) as error:
         _convert(raw, tmp_path)
-    assert str(error.value) == (
-        f"yellow 2021-01 ({raw}): column 'VendorID' cannot be read as int64: '1.5' is not a whole number within int64"
-    )
+    assert str(error.value) == f"yellow 2021-01 ({raw}): line 902: column VendorID: '1.5' is not an integer (int64)"
     assert files_under(tmp_path / "out") == []
