@@ -41,6 +41,6 @@ setup(
             "moto[server]>=5.2,<6",
             "cryptography>=41",  # the self-signed certificate of the TLS source in tests/test_download.py
         ],
-        "bench": ["numpy>=1.24", "pandas>=2.1", "duckdb>=1.0", "polars>=1.0"],
+        "bench": ["numpy>=1.24", "pandas>=2.1", "polars>=1.0"],  # DuckDB, a peer too, is installed anyway
     },
 )
