@@ -57,7 +57,8 @@ class Finding:
     threshold: float
 
     def text(self) -> str:
-        return f"{self.check} {self.rows:,} rows ({self.fraction:.2%}) > {self.level} {self.threshold:g}"
+        rows = f"{self.rows:,} row{'s' * (self.rows != 1)}"
+        return f"{self.check} {rows} ({self.fraction:.2%}) > {self.level} {self.threshold:g}"
 
 
 @dataclasses.dataclass(frozen=True)

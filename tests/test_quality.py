@@ -55,10 +55,10 @@ YELLOW_COUNTS = {
 }
 
 
-def defective_csv(path, dataset=YELLOW, defects=YELLOW_DEFECTS, rows=ROWS):
+def defective_csv(path, dataset=YELLOW, defects=YELLOW_DEFECTS, rows=ROWS, at="2021-01"):
     """A clean generated month (pickups inside it, amounts and distances sane, ids in the lookup) plus `defects`."""
-    table = trip_table(dataset, month("2021-01"), rows, np.random.default_rng(3))
-    pickup = [f"2021-01-{1 + i % 28:02d} 10:00:00" for i in range(rows)]
+    table = trip_table(dataset, month(at), rows, np.random.default_rng(3))
+    pickup = [f"{at}-{1 + i % 28:02d} 10:00:00" for i in range(rows)]
     table = table.set_column(table.column_names.index(dataset.pickup_column), dataset.pickup_column, [pickup])
     columns = {name: table.column(name).to_pylist() for name in table.column_names}
     if "trip_distance" in columns:  # the generator draws amounts from one law: keep distances below 500 miles
@@ -108,7 +108,7 @@ def test_blank_location_ids_are_not_unknown_ones_and_fhv_has_no_amount_checks(tm
     defects = {0: ("PULocationID", ""), 1: ("DOLocationID", ""), 2: ("PULocationID", "266"), 3: ("PULocationID", "")}
     manifest = convert(defective_csv(tmp_path / "f.csv", FHV, defects, rows=100), tmp_path / "f.parquet", FHV)
     assert manifest.quality.counts == {"unknown_location": 1}
-    assert [f.text() for f in manifest.quality.findings] == ["unknown_location 1 rows (1.00%) > warn 0.001"]
+    assert [f.text() for f in manifest.quality.findings] == ["unknown_location 1 row (1.00%) > warn 0.001"]
 
 
 def test_a_manifest_written_before_quality_still_loads():

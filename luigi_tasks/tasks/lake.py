@@ -215,6 +215,9 @@ class LakeSink:
         """`entries` are the lake's complete files, found by one listing: those are done."""
         return set(entries)
 
+    def held(self, dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
+        return set(lake_entries(dataset, months))
+
 
 def lake_entries(dataset: Dataset, months: list[dt.date | None]) -> dict[dt.date | None, LakeEntry]:
     """The complete canonical files of these months (None: the zone lookup): one listing, manifests only."""
