@@ -8,9 +8,13 @@ from html.parser import HTMLParser
 import pytest
 
 from luigi_tasks import IngestMonth, ToParquet
-from tests.conftest import REPO, luigi_command, month, pipeline_settings, run_tasks, serve_csv_month, serve_zones
+from luigi_tasks.quality import Limits
+from luigi_tasks.status import collect
+from luigi_tasks.tasks.sinks import SINKS
+from tests.conftest import DATA, REPO, luigi_command, month, pipeline_settings, run_tasks, serve_csv_month, serve_zones
 from tests.conftest import write_config as write_settings
 from tests.test_quality import defective_csv
+from tests.test_sinks import every_sink  # noqa: F401 - the fixture
 from tests.test_visualiser import ARTIFACTS, CHROMIUM, chromium
 
 STATUS = [str(REPO / "bin/status")]
@@ -138,3 +142,21 @@ def test_status_page_in_a_browser(four_months, tmp_path):
     shot.unlink(missing_ok=True)
     chromium(f"--screenshot={shot}", "--window-size=1000,700", page.as_uri(), profile=tmp_path / "profile")
     assert shot.stat().st_size > 10_000
+
+
+def test_every_sink_tells_out_of_date_from_missing(every_sink, server):  # noqa: F811
+    july, august = month("2020-07"), month("2020-08")
+    sinks = tuple(SINKS)
+    assert run_tasks(IngestMonth(service="yellow", month=july, sinks=",".join(sinks)))[1] == {}
+    assert [m.sinks for m in collect(("yellow",), july, july, sinks, Limits()).months] == [dict.fromkeys(sinks, "done")]
+
+    first_100 = b"".join((DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes().splitlines(keepends=True)[:101])
+    serve_csv_month(server, "yellow", "2020-07", first_100)
+    (every_sink / "raw/yellow/yellow_tripdata_2020-07.csv.gz").unlink()  # the TLC republished the month
+    assert run_tasks(ToParquet(service="yellow", month=july, reload=True))[1] == {}
+    found = collect(("yellow",), july, august, sinks, Limits())
+    assert [(m.month, m.rows, m.sinks) for m in found.months] == [
+        ("2020-07", 100, {"lake": "done", **dict.fromkeys(sinks[1:], "out of date")}),
+        ("2020-08", None, dict.fromkeys(sinks, "missing")),
+    ]
+    assert found.zones == dict.fromkeys(sinks, "done")
