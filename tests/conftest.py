@@ -61,8 +61,10 @@ def server() -> Iterator[SourceServer]:
 
 @pytest.fixture
 def lake(tmp_path: Path, server: SourceServer) -> Iterator[Path]:
-    """The lake root, with [tlc] pointing at the local server (csv.gz source, fast retries)."""
+    """The lake root, with [tlc] pointing at the local server (csv.gz source, fast retries), which serves the zone
+    lookup (every month's conversion checks its location ids against it)."""
     root = tmp_path / "lake"
+    serve_zones(server)
     with luigi_settings(pipeline_settings(server, root)):
         yield root
 

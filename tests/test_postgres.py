@@ -203,7 +203,6 @@ def test_conflicting_table_is_an_error_and_nothing_changes(pg_dsn, tmp_path):
 
 def test_unreachable_database_names_host_and_port_not_the_password(lake, server, pg_dsn):
     serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
-    serve_zones(server)
     dead = f"host=127.0.0.1 port=1 user=luigi password=hunter2-secret dbname={pg_dsn.split('dbname=')[1]}"
     with luigi_settings({("postgres", "dsn"): dead}):
         result, failures = run_tasks(LoadToPostgres(service="yellow", month=month("2020-07")))
@@ -280,7 +279,6 @@ def test_a_month_redone_in_the_lake_is_loaded_again(pg_lake, pg_dsn, server):
 def test_a_load_waits_for_a_lock_at_most_lock_timeout(pg_lake, pg_dsn, server, held, at, table):
     for at_month in ("2020-07", "2020-08"):
         serve_csv_month(server, "yellow", at_month, YELLOW_HEAD)
-    serve_zones(server)
     assert run_tasks(LoadToPostgres(service="yellow", month=month("2020-07")))[1] == {}
     markers = query(pg_dsn, "SELECT * FROM table_updates")
     holder = psycopg2.connect(pg_dsn)

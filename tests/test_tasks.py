@@ -68,7 +68,6 @@ def test_ingest_month_fills_the_lake_and_a_rerun_does_nothing(lake, server):
 
 def test_convert_again_without_downloading_when_only_the_parquet_is_gone(lake, server):
     serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
-    serve_zones(server)
     run_tasks(ToParquet(service="yellow", month=month("2020-07")))
     (lake / "yellow/2020/yellow_tripdata_2020-07.parquet").unlink()
     result, _ = run_tasks(ToParquet(service="yellow", month=month("2020-07")))
@@ -106,7 +105,6 @@ def test_parquet_source_and_csv_source_give_the_same_schema(tmp_path, server):
 
 
 def test_not_published_month_fails_with_its_url_and_leaves_nothing(lake, server):
-    serve_zones(server)
     result, failures = run_tasks(ToParquet(service="yellow", month=month("2031-01")))
     assert not result.scheduling_succeeded
     url = server.base_url + "/csv/yellow/yellow_tripdata_2031-01.csv.gz"
@@ -119,7 +117,6 @@ def test_unknown_column_fails_the_month_naming_it(lake, server):
     lines = YELLOW_HEAD.split(b"\n")
     body = b"\n".join([lines[0] + b",surge_fee"] + [line + b",1" for line in lines[1:]])
     url = serve_csv_month(server, "yellow", "2020-07", body)
-    serve_zones(server)
     _, failures = run_tasks(ToParquet(service="yellow", month=month("2020-07")))
     [error] = failures.values()
     assert str(error).startswith(f"yellow 2020-07 ({url}): unknown column 'surge_fee'")
