@@ -157,7 +157,9 @@ class ToParquet(MonthTask, _Convert):
     """Converts one downloaded month into {lake}/{service}/{year}/{service}_tripdata_{year}-{month}.parquet.
 
     The file has the catalogue's schema for the service; its manifest is in the footer metadata and, with
-    the file's fingerprints, in _{service}_tripdata_{year}-{month}.json beside it.
+    the file's fingerprints, in _{service}_tripdata_{year}-{month}.json beside it. The manifest holds the rows
+    failing each quality check (location ids against the lake's zone lookup); a month over a [quality] fail
+    level is refused and nothing of it is published.
     """
 
     def download(self) -> DownloadTripData:
