@@ -20,6 +20,7 @@ setup(
         "google-cloud-storage>=2.14",
         "google-cloud-bigquery>=3.20",
         "boto3>=1.34",
+        "duckdb>=1.1",  # the test extras pin 1.5.5, which this allows
     ],
     extras_require={
         "test": [
@@ -38,6 +39,7 @@ setup(
             'duckdb-extension-spatial==1.5.5; python_version >= "3.11"',
             'duckdb-extension-avro==1.5.5; python_version >= "3.11"',
             "moto[server]>=5.2,<6",
+            "cryptography>=41",  # the self-signed certificate of the TLS source in tests/test_download.py
         ],
         "bench": ["numpy>=1.24", "pandas>=2.1"],
     },

@@ -73,7 +73,7 @@ def fill(cluster: PostgresCluster, lake: Path, stop: dt.date) -> None:
     from luigi_tasks.lake import Lake, LakeEntry, canonical_key
     from luigi_tasks.postgres import load_month, load_zones
     from luigi_tasks.synthetic import write_trip_csv
-    from luigi_tasks.tasks.postgres import lake_file
+    from luigi_tasks.tasks.lake import lake_file
 
     work = lake.parent / "raw"
     work.mkdir(exist_ok=True)

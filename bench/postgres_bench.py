@@ -3,7 +3,8 @@
 Methods compared, on the same seeded CSV and the same throwaway server:
 
   luigi      luigi_tasks.postgres.load_month, what LoadToPostgres runs: binary COPY of the canonical Parquet,
-             encoded by pgpq, in one transaction (the Parquet is made beforehand from the CSV, untimed)
+             encoded by pgpq, over 2 connections into a staging table, then attached as the month's partition in
+             one transaction (the Parquet is made beforehand from the CSV, untimed)
   luigi-e2e  luigi_tasks.convert.to_canonical_parquet of the CSV, then load_month, in one process: the whole cost
   psql       psql -c "\\copy yellow_copy FROM 'file.csv' WITH (FORMAT csv, HEADER true)" into a pre-created table
   zoomcamp   the DataTalksClub zoomcamp ingest script: pandas.read_csv in chunks of 100,000 rows, each appended with
@@ -258,15 +259,21 @@ def write_binary_copy(parquet: Path, dest: Path) -> None:
 
 
 def prepare_partition(dsn: str) -> None:
-    """Create yellow_tripdata, its 2021-01 partition and the marker table as load_month does; print the partition."""
+    """Create yellow_tripdata and the marker table as load_month does, and the 2021-01 partition; print its name."""
     import psycopg2
 
     from luigi_tasks.catalog import YELLOW
-    from luigi_tasks.postgres import prepare_month_table
+    from luigi_tasks.postgres import prepare_service_table, quote_ident
 
     conn = psycopg2.connect(dsn)
     try:
-        print(prepare_month_table(conn, YELLOW, MONTH, MARKER_TABLE))
+        partition = prepare_service_table(conn, YELLOW, MONTH, MARKER_TABLE, lock_timeout=60)
+        with conn.cursor() as cur:
+            cur.execute(
+                f"CREATE TABLE {quote_ident(partition)} PARTITION OF {LUIGI_TABLE} FOR VALUES IN (%s)", (MONTH,)
+            )
+        conn.commit()
+        print(partition)
     finally:
         conn.close()
 

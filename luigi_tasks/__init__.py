@@ -5,6 +5,7 @@
 
 from luigi_tasks.tasks.backfill import Backfill
 from luigi_tasks.tasks.bigquery import BigQueryExternalTable, LoadToBigQuery, LoadZonesToBigQuery
+from luigi_tasks.tasks.duckdb import LoadToDuckDB, LoadZonesToDuckDB
 from luigi_tasks.tasks.gcs import UploadToGCS, UploadZonesToGCS
 from luigi_tasks.tasks.ingest import IngestMonth
 from luigi_tasks.tasks.lake import DownloadTripData, DownloadZones, ToParquet, ZonesToParquet
@@ -23,7 +24,9 @@ __all__ = [
     "DownloadTripData",
     "DownloadZones",
     "IngestMonth",
+    "LoadToDuckDB",
     "LoadToPostgres",
+    "LoadZonesToDuckDB",
     "LoadZonesToPostgres",
     "ToParquet",
     "TransferS3ToGCS",

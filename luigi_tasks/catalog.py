@@ -43,6 +43,8 @@ class Dataset:
     file_stem: str  # with {service}, {year} and {month} placeholders where the file is per month
     pickup_column: str | None = None
     first_month: dt.date | None = None
+    # The months the course's csv.gz backups cover (DataTalksClub/nyc-tlc-data releases); None: no backup.
+    course_csv: tuple[dt.date, dt.date] | None = None
     _lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -74,12 +76,14 @@ _CONGESTION = Column("congestion_surcharge", AMOUNT, optional=True)
 _AIRPORT = Column("airport_fee", AMOUNT, ("Airport_fee",), optional=True)
 _CBD = Column("cbd_congestion_fee", AMOUNT, optional=True)
 _TRIP_STEM = "{service}_tripdata_{year}-{month}"
+_COURSE_CSV_LAST = dt.date(2021, 7, 1)  # the backups stop at 2021-07; the TLC's Parquet covers every month
 
 YELLOW = Dataset(
     name="yellow",
     file_stem=_TRIP_STEM,
     pickup_column="tpep_pickup_datetime",
     first_month=dt.date(2009, 1, 1),
+    course_csv=(dt.date(2019, 1, 1), _COURSE_CSV_LAST),
     columns=(
         Column("VendorID", CODE),
         Column("tpep_pickup_datetime", TIME),
@@ -109,6 +113,7 @@ GREEN = Dataset(
     file_stem=_TRIP_STEM,
     pickup_column="lpep_pickup_datetime",
     first_month=dt.date(2013, 8, 1),
+    course_csv=(dt.date(2019, 1, 1), _COURSE_CSV_LAST),
     columns=(
         Column("VendorID", CODE),
         Column("lpep_pickup_datetime", TIME),
@@ -146,6 +151,7 @@ FHV = Dataset(
     file_stem=_TRIP_STEM,
     pickup_column="pickup_datetime",
     first_month=dt.date(2015, 1, 1),
+    course_csv=(dt.date(2019, 1, 1), _COURSE_CSV_LAST),
     columns=(_DISPATCHING_BASE, _PICKUP, _DROPOFF, _PU, _DO, _SR_FLAG, _AFFILIATED_BASE),
 )
 
@@ -159,6 +165,7 @@ FHVHV = Dataset(
     file_stem=_TRIP_STEM,
     pickup_column="pickup_datetime",
     first_month=dt.date(2019, 2, 1),
+    course_csv=(dt.date(2019, 2, 1), _COURSE_CSV_LAST),
     columns=(
         # The course's fhvhv backups are FHV-shaped: no licence number, but SR_Flag and the
         # affiliated base. Both layouts land in one schema.
@@ -240,6 +247,11 @@ def parse_month(text: str) -> dt.date:
 
 def next_month(month: dt.date) -> dt.date:
     return dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def has_course_csv(dataset: Dataset, month: dt.date) -> bool:
+    """True when the course's csv.gz backups have this month of the service."""
+    return dataset.course_csv is not None and dataset.course_csv[0] <= month <= dataset.course_csv[1]
 
 
 def check_month(dataset: Dataset, month: dt.date) -> None:

@@ -2,11 +2,13 @@
 
 Luigi imports this package while it parses the command line, before it sets up logging or contacts a
 scheduler; `on_import` uses that moment to
+- give the [retcode] keys no config file sets our exit codes (luigi alone exits 0 on failure),
 - stop at once, in one line, when the central scheduler cannot be reached (luigi would retry for a
   minute and print ten tracebacks),
 - put the time on every log line (luigi's default format has none),
 - collect the run's events for the end-of-run table of months (luigi_tasks.summary).
-Failures we explain (PipelineError) are logged in one line instead of a traceback, under any runner.
+Under any runner, failures we explain (PipelineError) are logged in one line instead of a traceback, and
+our modules' own loggers log through luigi's.
 """
 
 from __future__ import annotations
@@ -31,29 +33,99 @@ CONNECT_TIMEOUT = 5.0  # seconds to wait for the scheduler to accept a connectio
 
 
 class OneLineFailures(logging.Filter):
-    """Luigi's "Worker ... failed Task" record with our message appended, and no traceback, for a PipelineError."""
+    """Luigi's records of a PipelineError as one line with our message, and no traceback:
+
+    - "Worker ... failed Task" (the task's run() raised it): the message appended;
+    - "Uncaught exception in luigi" (a bad parameter or setting while luigi builds the root task): the message;
+    - "Will not run Task ... due to error in complete() method:" and its traceback as text (complete() or
+      requires() raised it, perhaps in another process): the message instead of the traceback.
+    Any other exception (a bug) keeps its traceback.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, PipelineError):
-            record.msg = f"{record.msg}: %s"
-            record.args = (*(record.args or ()), error)
+            uncaught = record.msg == UNCAUGHT
+            record.msg = "%s" if uncaught else f"{record.msg}: %s"
+            record.args = (error,) if uncaught else (*(record.args or ()), error)
             record.exc_info = record.exc_text = None
+        elif isinstance(record.msg, str) and not record.args:
+            head, found, trace = record.msg.partition(" method:\n")
+            message = _pipeline_error_message(trace) if found and head.startswith("Will not run ") else None
+            if message is not None:
+                record.msg = f"{head} method: %s"
+                record.args = (message,)
         return True
+
+
+UNCAUGHT = "Uncaught exception in luigi"  # luigi.retcodes.run_with_retcodes logs an error in building the task
+
+
+def _pipeline_error_message(trace: str) -> str | None:
+    """The message of a traceback (as text) whose exception is a PipelineError; None for any other."""
+    lines = trace.rstrip().splitlines()
+    name, _, message = lines[-1].partition(": ") if lines else ("", "", "")
+    return message if name in _pipeline_error_names(PipelineError) else None
+
+
+def _pipeline_error_names(cls: type) -> set[str]:
+    """How traceback names PipelineError and its subclasses: module.QualName."""
+    names = {f"{cls.__module__}.{cls.__qualname__}"}
+    for sub in cls.__subclasses__():
+        names |= _pipeline_error_names(sub)
+    return names
+
+
+class ToLuigiInterface(logging.Handler):
+    """Hands the records of luigi_tasks' own module loggers (`logging.getLogger(__name__)`) to luigi's
+    "luigi-interface" logger, at its level: luigi sets up logging for that logger alone (and
+    [core] log_level, --log-level, a user's logging_conf_file set it up), so they show wherever luigi's do."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        interface = logging.getLogger("luigi-interface")
+        if record.levelno >= interface.getEffectiveLevel():
+            interface.handle(record)
+
+
+# luigi exits 0 on failure unless [retcode] is set: cron and CI must see failures. A config file may set its own.
+RETCODES = {
+    "already_running": 10,
+    "missing_data": 20,
+    "not_run": 25,
+    "task_failed": 30,
+    "scheduling_error": 35,
+    "unhandled_exception": 40,
+}
 
 
 def on_import() -> None:
     logger = logging.getLogger("luigi-interface")
     if not any(isinstance(f, OneLineFailures) for f in logger.filters):
         logger.addFilter(OneLineFailures())
+    ours = logging.getLogger("luigi_tasks")
+    if not any(isinstance(h, ToLuigiInterface) for h in ours.handlers):
+        ours.addHandler(ToLuigiInterface())
+        ours.setLevel(logging.DEBUG)  # the handler applies luigi-interface's level
+        ours.propagate = False
     if not _started_by_luigi_cli():
         return
+    _default_retcodes()
     args = _command_line()
     if args.help:
         return  # luigi prints the options and exits: nothing runs
     check_scheduler(args)
     _use_timestamps(args)
     summary.arm()
+
+
+def _default_retcodes() -> None:
+    """RETCODES for each [retcode] key the config files leave unset (luigi reads them after this import)."""
+    config = luigi.configuration.get_config()
+    if not config.has_section("retcode"):
+        config.add_section("retcode")
+    for key, code in RETCODES.items():
+        if not config.has_option("retcode", key):
+            config.set("retcode", key, str(code))
 
 
 def _started_by_luigi_cli() -> bool:
@@ -96,28 +168,39 @@ def scheduler_url(args: argparse.Namespace) -> str | None:
 def check_scheduler(args: argparse.Namespace) -> None:
     """Exit with [retcode] scheduling_error and one line if the central scheduler does not accept connections."""
     url = scheduler_url(args)
-    if url is None:
-        return
+    problem = None if url is None else scheduler_problem(url)
+    if problem:
+        print(problem, file=sys.stderr)
+        codes = luigi.retcodes.retcode()
+        raise SystemExit(codes.scheduling_error or codes.unhandled_exception)
+
+
+def shown_url(url: str) -> str:
+    """scheme://host:port of a scheduler URL: no user:password."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def scheduler_problem(url: str) -> str | None:
+    """Why the central scheduler at `url` does not accept connections, in one line; None when it does."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT).close()
     except OSError as exc:
-        shown = f"{parts.scheme}://{parts.hostname}:{port}"  # no user:password from the URL
-        print(
-            f"cannot reach the central scheduler at {shown}: {_reason(exc)}"
-            " (start it with bin/luigid, or run with --local-scheduler)",
-            file=sys.stderr,
+        return (
+            f"cannot reach the central scheduler at {shown_url(url)}: {connection_failure(exc, CONNECT_TIMEOUT)}"
+            " (start it with bin/luigid, or run with --local-scheduler)"
         )
-        codes = luigi.retcodes.retcode()
-        raise SystemExit(codes.scheduling_error or codes.unhandled_exception) from None
+    return None
 
 
-def _reason(exc: OSError) -> str:
+def connection_failure(exc: OSError, timeout: float) -> str:
+    """Why a connection failed, in a few words."""
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError):
-        return f"no answer within {CONNECT_TIMEOUT:g} s"
+        return f"no answer within {timeout:g} s"
     if isinstance(exc, socket.gaierror):
         return "unknown host"
     return exc.strerror or str(exc)

@@ -6,6 +6,7 @@ Each class is one section: `[tlc]` says where the source files are, `[lake]` whe
 from __future__ import annotations
 
 import configparser
+import datetime as dt
 import os
 import re
 import string
@@ -13,10 +14,13 @@ from pathlib import Path
 
 import luigi
 
+from luigi_tasks import catalog
 from luigi_tasks.download import redact_url
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import Lake, open_lake
+from luigi_tasks.parameters import ChoiceParameter, NamedParameterErrors
 from luigi_tasks.quality import CHECKS, DEFAULT_LEVELS, DEFAULT_MAX_AMOUNT, DEFAULT_MAX_DISTANCE, Limits
+from luigi_tasks.sql import IDENTIFIER_RULE, is_identifier
 
 COURSE_CSV_URL = (
     "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/{service}/{service}_tripdata_{year}-{month}.csv.gz"
@@ -57,7 +61,7 @@ def check_setting(ok: bool, key: str, value: object, expected: str) -> None:
         raise DataError(f"{key} {value!r} is out of range: expected {expected}")
 
 
-class _Section(luigi.Config):
+class _Section(NamedParameterErrors, luigi.Config):
     """A section of luigi.cfg whose unreadable values fail in one line that names the key, never the value.
 
     luigi's parser interpolates `%(name)s` and `${VAR}`: a literal `%` (a percent-encoded password, a presigned
@@ -85,10 +89,12 @@ def _check_readable(section: str) -> None:
 
 
 class tlc(_Section):  # noqa: N801 - the class name is the config section's name
-    source = luigi.ChoiceParameter(
-        choices=["csv", "parquet"],
-        default="csv",
-        description="Which family of source files to download: the course's csv.gz backups or the TLC parquet",
+    source = ChoiceParameter(
+        choices=["auto", "csv", "parquet"],
+        default="auto",
+        description="Which source files to download: auto (the course's csv.gz backups for the months they "
+        "cover, 2019-01..2021-07, the TLC's Parquet for every other month), csv (the backups only) or parquet "
+        "(the TLC's files only)",
     )
     csv_url = luigi.Parameter(
         default=COURSE_CSV_URL,
@@ -100,16 +106,22 @@ class tlc(_Section):  # noqa: N801 - the class name is the config section's name
     )
     zones_url = luigi.Parameter(default=ZONES_URL, description="URL of the taxi zone lookup CSV")
     retries = luigi.IntParameter(
-        default=4, description="Retries after a connection error, short read or HTTP 5xx (not after a 404)"
+        default=4,
+        description="Retries after a lost or refused connection, timeout, short read, HTTP 5xx or 429 (not after a "
+        "404, a host name that does not resolve or a certificate that does not verify)",
     )
-    retry_backoff = luigi.FloatParameter(default=2.0, description="Seconds before the first retry; doubles after each")
+    retry_backoff = luigi.FloatParameter(
+        default=2.0,
+        description="Seconds before the first retry; doubles after each. A 429 or 5xx with Retry-After waits what it "
+        "asks instead, up to 300 s",
+    )
     timeout = luigi.FloatParameter(
         default=60.0, description="Seconds to wait for a connection or for the next bytes of a download"
     )
     publication_lag_months = luigi.IntParameter(
         default=2, description="Months between a month's end and its files on the TLC site (for --stop latest)"
     )
-    unknown_columns = luigi.ChoiceParameter(
+    unknown_columns = ChoiceParameter(
         choices=["error", "drop"],
         default="error",
         description="What a source column the catalogue does not know does: fail the month, or be dropped",
@@ -124,8 +136,15 @@ class tlc(_Section):  # noqa: N801 - the class name is the config section's name
         check_setting(self.timeout > 0, "[tlc] timeout", self.timeout, "more than 0 seconds")
 
     def url_for(self, service: str, year: str, month: str) -> str:
-        template = self.parquet_url if self.source == "parquet" else self.csv_url
+        template = getattr(self, self.url_key(service, dt.date(int(year), int(month), 1)))
         return template.format(service=service, year=year, month=month)
+
+    def url_key(self, service: str, month: dt.date) -> str:
+        """Which template a month's file comes from: 'csv_url' or 'parquet_url'."""
+        csv = self.source == "csv" or (
+            self.source == "auto" and catalog.has_course_csv(catalog.service(service), month)
+        )
+        return "csv_url" if csv else "parquet_url"
 
 
 class lake(_Section):  # noqa: N801
@@ -175,9 +194,59 @@ class postgres(_Section):  # noqa: N801
         "transaction) before it fails; while it waits, other queries of the table queue behind it. 0: no limit",
     )
 
+    load_streams = luigi.IntParameter(
+        default=2,
+        description="Connections that COPY one month at once (the server parses each on its own core); "
+        "1 to 16, about the server's free cores",
+    )
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         check_setting(self.lock_timeout >= 0, "[postgres] lock_timeout", self.lock_timeout, "0 or more seconds")
+        check_setting(1 <= self.load_streams <= 16, "[postgres] load_streams", self.load_streams, "1 to 16")
+
+
+class duckdb(_Section):  # noqa: N801
+    path = luigi.Parameter(
+        default="",
+        description="The DuckDB database file; empty: taxi_rides_ny.duckdb beside a local lake (in its parent "
+        "directory), or in $LUIGI_TASKS_STATE_DIR (default ~/.local/state/luigi_tasks) when the lake is remote",
+    )
+    schema = luigi.Parameter(
+        default="prod", description="Schema of the tables (the course's dbt project reads its sources from prod)"
+    )
+    table = luigi.Parameter(default="{service}_tripdata", description="Table of a service's trips; {service}")
+    zones_table = luigi.Parameter(default="taxi_zone_lookup", description="Table of the zone lookup")
+    marker_table = luigi.Parameter(default="table_updates", description="Table of completed loads, in the schema")
+    lock_wait = luigi.FloatParameter(
+        default=60.0,
+        description="Seconds a load or a check waits for the file while another process (a duckdb CLI, another "
+        "luigi run) holds it, before it fails",
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for key in ("schema", "zones_table", "marker_table"):
+            value = getattr(self, key)
+            check_setting(is_identifier(value), f"[duckdb] {key}", value, IDENTIFIER_RULE)
+        try:
+            ok = _placeholders(self.table) == ["{service}"] and is_identifier(self.table.format(service="fhvhv"))
+        except ValueError:
+            ok = False
+        check_setting(ok, "[duckdb] table", self.table, "{service} and letters, digits, _ (e.g. {service}_tripdata)")
+        check_setting(self.lock_wait >= 0, "[duckdb] lock_wait", self.lock_wait, "0 or more seconds")
+
+    @property
+    def file(self) -> Path:
+        if self.path:
+            return Path(self.path).expanduser().resolve()
+        if "://" not in lake().root:
+            return Path(lake().root).expanduser().resolve().parent / "taxi_rides_ny.duckdb"
+        return state_dir() / "taxi_rides_ny.duckdb"
+
+    def table_for(self, service: str | None) -> str:
+        """The table of a service's trips, or of the zone lookup for None."""
+        return self.zones_table if service is None else self.table.format(service=service)
 
 
 def _level(check: str, level: str) -> luigi.FloatParameter:
@@ -241,6 +310,18 @@ class history(_Section):  # noqa: N801
 def state_dir() -> Path:
     """This machine's own state (run history, luigid's state): never in a shared lake."""
     return Path(os.environ.get("LUIGI_TASKS_STATE_DIR") or Path.home() / ".local/state/luigi_tasks")
+
+
+class progress(_Section):  # noqa: N801
+    interval = luigi.FloatParameter(
+        default=30.0,
+        description="Seconds between progress lines of a running download, conversion or load when stderr is not "
+        "a terminal (cron, a log file); on a terminal the line is redrawn in place",
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        check_setting(self.interval >= 0, "[progress] interval", self.interval, "0 or more seconds")
 
 
 class notify(_Section):  # noqa: N801

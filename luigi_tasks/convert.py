@@ -29,7 +29,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from luigi_tasks.catalog import CODE, TIME, TLC_TIME_ZONE, ColumnPlan, Dataset, next_month, plan_columns
-from luigi_tasks.download import payload_kind, redact_url
+from luigi_tasks.download import is_gzip, payload_kind, redact_url
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.files import atomic_path, sha256_of
 from luigi_tasks.quality import Quality, QualityCounter
@@ -39,6 +39,9 @@ MANIFEST_KEY = b"luigi_tasks.manifest"
 # Arrow's streaming reader reads and parses ahead on its own threads while this thread encodes.
 CSV_BLOCK_BYTES = 1 << 20
 _RAGGED = re.compile(r"Expected (\d+) columns, got (\d+)")
+# How Arrow's CSV reader reports a value it cannot convert (its column number counts the file's columns from 0).
+_BAD_CSV_VALUE = re.compile(r"In CSV column #(\d+): CSV conversion error to (.+?): invalid value '(.*)'$", re.DOTALL)
+_SHOWN_CHARS = 40  # a bad value is quoted up to this many characters
 # Below 2^32 a float64 keeps every integer and about six decimals of fraction, so "1.5" cannot pass as whole.
 _FLOAT64_SAFE_BELOW = 2**32
 _WHOLE_DECIMAL = pa.decimal128(38, 10)  # 28 integer digits hold any int64
@@ -115,7 +118,7 @@ def to_canonical_parquet(
     stats = _PickupStats(dataset.pickup_column, month)
     quality = quality or QualityCounter(dataset)
     rows_out = 0
-    canonical_batches = (_canonical(batch, dataset, source.plan, where=where) for batch in source.batches())
+    canonical_batches = _canonical_batches(source, dataset, where)
     with _disk_full_named(where, dest), ThreadPoolExecutor(max_workers=1) as hasher, atomic_path(dest) as part:
         # The checksum runs beside the conversion: hashlib releases the GIL.
         source_sha256 = hasher.submit(sha256_of, raw)
@@ -186,6 +189,31 @@ def _row_groups(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Tab
         yield pa.Table.from_batches(pending)
 
 
+class _BadValue(DataError):
+    """A value that does not fit its canonical type; the source can say where it is (a CSV, on which line)."""
+
+    def __init__(self, message: str, *, column: str, value: str | None, type_name: str) -> None:
+        super().__init__(message)
+        self.column, self.value, self.type_name = column, value, type_name
+
+
+class _NotWhole(pa.ArrowInvalid):
+    """A code that is not a whole number within int64, with the value."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__(f"{value!r} is not a whole number within int64")
+        self.value = value
+
+
+def _canonical_batches(source: _CsvSource | _ParquetSource, dataset: Dataset, where: str) -> Iterator[pa.RecordBatch]:
+    """The source's batches in the canonical schema; a value that does not fit is named where it is."""
+    try:
+        for batch in source.batches():
+            yield _canonical(batch, dataset, source.plan, where=where)
+    except _BadValue as bad:
+        raise source.locate(bad) from None
+
+
 def _canonical(batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, where: str) -> pa.RecordBatch:
     """Cast to the catalogue's types, fill absent columns with NULL, put columns in canonical order."""
     spelled = {column.name: source_name for source_name, column in plan.read}
@@ -197,8 +225,11 @@ def _canonical(batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, whe
         try:
             arrays.append(_cast(batch.column(column.name), column.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise DataError(
-                f"{where}: column {spelled[column.name]!r} cannot be read as {column.type}: {exc}"
+            raise _BadValue(
+                f"{where}: column {spelled[column.name]!r} cannot be read as {column.type}: {exc}",
+                column=spelled[column.name],
+                value=getattr(exc, "value", None),
+                type_name=str(column.type),
             ) from None
     return pa.RecordBatch.from_arrays(arrays, schema=dataset.schema)
 
@@ -218,7 +249,7 @@ def _integer_codes(text: pa.Array) -> pa.Array:
         return _parsed_codes(text)
     except pa.ArrowInvalid as exc:
         bad = _first_non_integer(text)
-        raise pa.ArrowInvalid(f"{bad!r} is not a whole number within int64" if bad else str(exc)) from None
+        raise (_NotWhole(bad) if bad else exc) from None
 
 
 def _parsed_codes(text: pa.Array) -> pa.Array:
@@ -307,9 +338,12 @@ def _unreadable(where: str, exc: BaseException) -> DataError:
 class _CsvSource:
     def __init__(self, raw: Path, dataset: Dataset, *, kind: str, where: str, unknown_columns: str) -> None:
         self.raw = raw
-        self.kind = kind
         self.where = where
         try:
+            if kind == "csv":
+                with open(raw, "rb") as head:
+                    kind = "csv.gz" if is_gzip(head.read(2)) else kind  # some files named .csv are gzip data
+            self.kind = kind
             with _open_text(raw, kind) as text:
                 self.header = next(csv.reader(text), None)
         except (OSError, EOFError) as exc:
@@ -340,7 +374,10 @@ class _CsvSource:
             ),
         )
         try:
-            reader = pa_csv.open_csv(self.raw, **reader_options)
+            source = self.raw
+            if self.kind != payload_kind(self.raw.name):  # gzip data under a .csv name: Arrow goes by the name
+                source = pa.input_stream(str(self.raw), compression="gzip")
+            reader = pa_csv.open_csv(source, **reader_options)
             for batch in reader:
                 self.rows_read += batch.num_rows
                 yield batch
@@ -353,7 +390,34 @@ class _CsvSource:
         message = str(exc)
         if _RAGGED.search(message):
             return DataError(f"{self.where}: {self._ragged_line()}")
+        bad = _BAD_CSV_VALUE.search(message)
+        if bad and int(bad[1]) < len(self.header):
+            return self._bad_value(self.header[int(bad[1])], bad[3], bad[2])
         return DataError(f"{self.where}: {message}")
+
+    def locate(self, bad: _BadValue) -> DataError:
+        """A value the canonical cast refused, named with its line."""
+        if bad.value is None or bad.column not in self.header:
+            return bad
+        return self._bad_value(bad.column, bad.value, bad.type_name)
+
+    def _bad_value(self, column: str, value: str, type_name: str) -> DataError:
+        line = self._line_of(self.header.index(column), value)
+        at = f"line {line:,}: " if line else ""
+        return DataError(f"{self.where}: {at}column {column}: {_shown(value)} is not {_expected(type_name)}")
+
+    def _line_of(self, index: int, value: str) -> int | None:
+        """The line (1-based, as an editor counts) of the first row with `value` in that column (error path only)."""
+        with _open_text(self.raw, self.kind) as text:
+            rows = csv.reader(text)
+            next(rows, None)
+            try:
+                for row in rows:
+                    if len(row) > index and row[index] == value:
+                        return rows.line_num
+            except csv.Error:  # a field beyond the csv module's limit: the message goes without its line
+                return None
+        return None
 
     def _ragged_line(self) -> str:
         """Find the first row whose field count differs from the header's (only on the error path)."""
@@ -368,6 +432,18 @@ class _CsvSource:
                     cut = "; the file ends mid-row (cut last line?)" if is_last and len(row) < expected else ""
                     return f"line {line} has {len(row)} fields, the header has {expected}{cut}"
         return "a row has a different number of fields than the header"
+
+
+def _shown(value: str) -> str:
+    if len(value) <= _SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:_SHOWN_CHARS] + '...'!r} ({len(value):,} characters)"
+
+
+def _expected(type_name: str) -> str:
+    if type_name.startswith("timestamp"):
+        return "a date and time"
+    return {"int64": "an integer (int64)", "double": "a number"}.get(type_name, f"a {type_name} value")
 
 
 class _ParquetSource:
@@ -387,3 +463,7 @@ class _ParquetSource:
         for batch in self.file.iter_batches(columns=source_names, batch_size=65_536):
             self.rows_read += batch.num_rows
             yield pa.RecordBatch.from_arrays(batch.columns, names=canonical_names)
+
+    def locate(self, bad: _BadValue) -> DataError:
+        """A Parquet file has no lines: the column and the reader's words say enough."""
+        return bad

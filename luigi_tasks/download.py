@@ -9,7 +9,12 @@ An HTML or XML error page is an error even when it comes with status 200.
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import email.utils
 import logging
+import re
+import socket
+import ssl
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -29,6 +34,9 @@ CHUNK_BYTES = 1 << 20
 _HEADER_LIMIT = 1 << 20  # a header line longer than this is not a TLC header
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
+_LINE_END = re.compile(rb"[\r\n]")  # CR-only files exist besides LF and CRLF ones
+# A server may ask for a pause (Retry-After on 429 or 503); one asking for more than this is not waited for.
+RETRY_AFTER_CAP = 300.0
 
 Progress = Callable[[int, "int | None"], None]
 HeaderCheck = Callable[[Sequence[str]], None]
@@ -50,6 +58,11 @@ def payload_kind(url_or_path: str) -> str:
         if name.endswith("." + kind):
             return kind
     raise SourceError(f"{redact_url(str(url_or_path))}: cannot tell the format; expected .csv.gz, .csv or .parquet")
+
+
+def is_gzip(head: bytes) -> bool:
+    """Whether bytes start like gzip data (some files named .csv are)."""
+    return head.startswith(_GZIP_MAGIC)
 
 
 def _describe_page(head: bytes) -> str:
@@ -78,11 +91,17 @@ class PayloadCheck:
         return SourceError(f"{self.label}: {self.url} {problem}")
 
     def feed(self, chunk: bytes) -> None:
-        if not self._magic_checked:
-            self._first = (self._first + chunk)[:256]
-            if len(self._first) >= 4:
-                self._check_magic()
         self.size += len(chunk)
+        if not self._magic_checked:
+            # The first bytes wait until the magic says how to read them (gzip at a .csv URL is gzip).
+            self._first += chunk
+            if len(self._first) < 4:
+                return
+            self._check_magic()
+            chunk, self._first = self._first, self._first[:256]
+        self._take(chunk)
+
+    def _take(self, chunk: bytes) -> None:
         if self._gunzip is not None:
             self._inflate(chunk)
         elif self.kind == "csv" and not self._header_done:
@@ -96,6 +115,8 @@ class PayloadCheck:
         expected = {"csv.gz": _GZIP_MAGIC, "parquet": _PARQUET_MAGIC}.get(self.kind)
         if expected and not self._first.startswith(expected):
             raise self._fail(f"is not {self.kind} data (starts with {self._first[:8]!r})")
+        if self.kind == "csv" and is_gzip(self._first):
+            self._gunzip = zlib.decompressobj(wbits=31)
 
     def _inflate(self, chunk: bytes) -> None:
         assert self._gunzip is not None
@@ -115,13 +136,13 @@ class PayloadCheck:
 
     def _take_header_text(self, text: bytes) -> None:
         self._text += text
-        newline = self._text.find(b"\n")
-        if newline < 0:
+        newline = _LINE_END.search(self._text)
+        if newline is None:
             if len(self._text) > _HEADER_LIMIT:
                 raise self._fail("has no CSV header line in its first MiB")
             return
         self._header_done = True
-        header = _parse_header(self._text[:newline])
+        header = _parse_header(self._text[: newline.start()])
         self._text = b""
         if self.check_header:
             self.check_header(header)
@@ -131,6 +152,7 @@ class PayloadCheck:
             raise self._fail("returned an empty file (0 bytes)")
         if not self._magic_checked:
             self._check_magic()
+            self._take(self._first)
         if self._gunzip is not None and not self._gzip_whole:
             raise self._fail("is a truncated gzip file: the data ends before the gzip end-of-stream marker")
         if self.kind == "parquet":
@@ -165,7 +187,9 @@ def download(
 ) -> int:
     """Download `url` to `dest` atomically; returns the number of bytes kept.
 
-    Connection errors, short reads and HTTP 5xx are retried with exponential backoff; a 404 is not.
+    Lost connections, timeouts, short reads, HTTP 5xx and 429 are retried with exponential backoff, or after
+    the pause the server asks for (Retry-After, up to RETRY_AFTER_CAP); a 404, a host name that does not
+    resolve and a TLS certificate that does not verify are not: another attempt cannot fix them.
     """
     kind = payload_kind(url)
     attempt = 0
@@ -183,7 +207,7 @@ def download(
         except RetryableSourceError as exc:
             if attempt >= retries:
                 raise SourceError(f"{exc}; gave up after {attempt + 1} attempts") from None
-            delay = retry_backoff * 2**attempt
+            delay = exc.retry_after if exc.retry_after is not None else retry_backoff * 2**attempt
             attempt += 1
             log.warning("%s; retry %d of %d in %.1f s", exc, attempt, retries, delay)
             time.sleep(delay)
@@ -206,28 +230,103 @@ def _fetch_once(
             if response.status_code in (403, 404):
                 # S3 and CloudFront answer 403 for a key that does not exist.
                 raise NotPublished(f"{label} is not published at {shown} (HTTP {response.status_code})")
-            if response.status_code >= 500:
-                raise RetryableSourceError(f"{label}: {shown} answered HTTP {response.status_code}")
+            if response.status_code >= 500 or response.status_code == 429:
+                raise _busy(response, f"{label}: {shown} answered HTTP {response.status_code}")
             if response.status_code != 200:
                 raise SourceError(f"{label}: {shown} answered HTTP {response.status_code}")
             expected = response.headers.get("Content-Length")
             total = int(expected) if expected and expected.isdigit() else None
+            # Keep what the URL names: a .csv.gz or .parquet as published, even if the server says it added
+            # Content-Encoding (S3 objects often carry it), but a plain .csv decoded from it.
+            decode = kind == "csv"
             with atomic_path(dest) as part, open(part, "wb") as out:
-                # raw.stream keeps the bytes as published even if the server adds Content-Encoding.
-                for chunk in response.raw.stream(CHUNK_BYTES, decode_content=False):
+                for chunk in response.raw.stream(CHUNK_BYTES, decode_content=decode):
                     check.feed(chunk)
                     _write(out, chunk, dest, label)
                     if progress:
-                        progress(check.size, total)
-                if total is not None and check.size != total:
-                    raise RetryableSourceError(f"{label}: {shown} ended after {check.size:,} of {total:,} bytes")
+                        progress(response.raw.tell(), total)
+                received = response.raw.tell()  # bytes on the wire, which Content-Length counts
+                if total is not None and received != total:
+                    raise RetryableSourceError(f"{label}: {shown} ended after {received:,} of {total:,} bytes")
                 out.flush()
                 check.finish(part)
+    except urllib3.exceptions.DecodeError:
+        raise SourceError(f"{label}: {shown} sent a body that does not decode as its Content-Encoding says") from None
     except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
-        raise RetryableSourceError(f"{label}: downloading {shown} failed: {type(exc).__name__}") from None
+        problem, transient = _connection_problem(exc, url, timeout)
+        error = RetryableSourceError if transient else SourceError
+        raise error(f"{label}: downloading {shown} failed: {problem}") from None
     except requests.RequestException as exc:
         raise SourceError(f"{label}: downloading {shown} failed: {type(exc).__name__}") from None
     return check.size
+
+
+def _busy(response: requests.Response, message: str) -> SourceError:
+    """A 5xx or 429: retried after the pause the server asks for, unless that pause is beyond the cap."""
+    wait = retry_after_seconds(response.headers.get("Retry-After"))
+    if wait is not None and wait > RETRY_AFTER_CAP:
+        return SourceError(
+            f"{message} and asks to wait {wait:,.0f} s, longer than the {RETRY_AFTER_CAP:.0f} s a download "
+            "waits: run it again later"
+        )
+    return RetryableSourceError(message, retry_after=wait)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from now that a Retry-After header asks for (it is a number of seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # not a value the standard allows: the usual backoff then
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and every exception inside it (requests wraps urllib3, which wraps socket and ssl)."""
+    found: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop(0)
+        if current in found:
+            continue
+        found.append(current)
+        inner = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+        pending += [e for e in inner if isinstance(e, BaseException)]
+    return found
+
+
+def _connection_problem(exc: BaseException, url: str, timeout: float) -> tuple[str, bool]:
+    """What went wrong with the connection, in words naming the host, and whether another attempt may help."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    causes = _causes(exc)
+
+    def found(*kinds: type) -> BaseException | None:
+        return next((e for e in causes if isinstance(e, kinds)), None)
+
+    if found(socket.gaierror):
+        return f"the host name {host} cannot be resolved (offline, or a wrong host in the URL?)", False
+    certificate = found(ssl.SSLCertVerificationError)
+    if certificate is not None:
+        reason = getattr(certificate, "verify_message", "") or "verification failed"
+        return f"the TLS certificate of {host} cannot be verified ({reason})", False
+    if found(ssl.SSLError):
+        return f"the TLS handshake with {host}:{port} failed", True
+    if found(ConnectionRefusedError):
+        return f"connection refused by {host}:{port}", True
+    if found(requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
+        return f"timed out: {host}:{port} sent nothing for {timeout:g} s", True
+    if found(ConnectionResetError):
+        return f"connection reset by {host}:{port}", True
+    return f"the connection to {host}:{port} was lost ({type(causes[-1]).__name__})", True
 
 
 def _write(out, chunk: bytes, dest: Path, label: str) -> None:

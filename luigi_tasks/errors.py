@@ -18,7 +18,11 @@ class NotPublished(SourceError):
 
 
 class RetryableSourceError(SourceError):
-    """A transient failure (connection reset, 5xx, short read) that a retry may fix."""
+    """A transient failure (connection reset, 5xx, 429, short read) that a retry may fix."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds the server asked to wait (Retry-After), if it said
 
 
 class HistoryError(PipelineError):

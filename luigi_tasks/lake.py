@@ -6,6 +6,7 @@
     {service}/{year}/_{service}_tripdata_{year}-{month}.json      its manifest and fingerprints
     zones/taxi_zone_lookup.parquet (and zones/_taxi_zone_lookup.json)
     raw/{service}/{file as published}                             downloads, before conversion
+    raw/_refused/{service}/{UTC time}_{file as published}          downloads conversion refused, kept to inspect
 
 Nothing else builds lake paths. Listing and reading go through pyarrow.fs. A file appears whole or not
 at all: on a local disk by renaming a finished part file; on an object store by staging it in local
@@ -83,6 +84,13 @@ def raw_key(dataset: Dataset, month: dt.date | None, kind: str) -> str:
     return f"raw/{dataset.name}/{dataset.file_name(month, '.' + kind)}"
 
 
+def refused_key(key: str, when: dt.datetime) -> str:
+    """Where a raw file that conversion refused is kept: out of its key (so the next run downloads it again),
+    beside other refusals of its service, the UTC time first so a listing sorts by when."""
+    folder, _, name = key.removeprefix("raw/").rpartition("/")
+    return f"raw/_refused/{folder}/{when.astimezone(dt.timezone.utc):%Y%m%dT%H%M%SZ}_{name}"
+
+
 class Lake:
     """One lake root and the operations every task needs on it."""
 
@@ -144,6 +152,7 @@ class Lake:
         if self.is_local:
             if info.type == pafs.FileType.File:
                 raise DataError(f"[lake] root {self.root}: is a file; expected a directory")
+            _check_writable(self.root, Path(self.base))
             return
         if info.type != pafs.FileType.Directory:
             raise PipelineError(f"[lake] root {self.root}: bucket {self.bucket} does not exist (or cannot be seen)")
@@ -239,6 +248,18 @@ class Lake:
         with self.publish(key) as path, atomic_path(path) as part:
             part.write_bytes(data)
 
+    def move(self, key: str, to: str) -> None:
+        """Move a file to another key: a rename on a disk, a server-side copy then a delete on an object store."""
+        try:
+            if self.is_local:
+                self.local_path(to).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.local_path(key), self.local_path(to))
+            else:
+                self.fs.copy_file(self._path(key), self._path(to))
+                self.fs.delete_file(self._path(key))
+        except (OSError, pa.ArrowException) as exc:
+            raise PipelineError(f"moving {self.uri(key)} to {self.uri(to)}: {_one_line(exc)}") from None
+
     def delete(self, key: str) -> None:
         try:
             self.fs.delete_file(self._path(key))
@@ -328,6 +349,20 @@ def _object_store(kind: str) -> pafs.FileSystem:
     if endpoint:
         return pafs.S3FileSystem(endpoint_override=endpoint, region=region or "us-east-1")
     return pafs.S3FileSystem(region=region) if region else pafs.S3FileSystem()
+
+
+def _check_writable(root: str, base: Path) -> None:
+    """Fail in one line if files cannot be made in the root (or, before it exists, in its nearest parent):
+    a read-only directory or file system, another user's directory, a parent that is a file."""
+    existing = next(p for p in (base, *base.parents) if p.exists())
+    if not existing.is_dir():
+        raise DataError(f"[lake] root {root}: {existing} is a file; expected a directory")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()  # unnamed on Linux: nothing is left, even if killed
+    except OSError as exc:
+        raise DataError(
+            f"[lake] root {root}: cannot write in {existing}: {exc.strerror}; expected a directory this user can write"
+        ) from None
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,10 +1,12 @@
-"""Load canonical Parquet into PostgreSQL: one table per service, one transaction per month.
+"""Load canonical Parquet into PostgreSQL: one table per service, one partition per month, swapped in whole.
 
-A trip table is partitioned by its lineage column `source_month`, one partition per month. A month
-is replaced in one transaction: DELETE the partition's rows, COPY the month in binary, upsert its
-marker row, commit. Readers keep seeing the old month (MVCC) until the commit and never half of one;
-a killed load rolls back and leaves no marker. The binary COPY stream is encoded from Arrow batches
-by pgpq, one Parquet batch at a time, so memory stays flat in the month's size.
+A trip table is partitioned by its lineage column `source_month`. A month's rows are first copied, in
+binary, into a staging table of their own over several connections at once (the server parses each
+stream on its own core); then one transaction drops the month's old partition, if any, attaches the
+staging table in its place and upserts the marker row. Readers see the old month or the new one, never
+half of one, and a replaced month leaves no dead rows behind. A killed load leaves at most an unattached
+staging table, which the month's next load drops. The COPY streams are encoded from Arrow batches by
+pgpq, one Parquet batch at a time, so memory stays flat in the month's size.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import secrets
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -26,6 +30,7 @@ from pgpq import ArrowToPostgresBinaryEncoder
 
 from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, ZONES, Dataset, table_name
 from luigi_tasks.errors import DataError, PipelineError
+from luigi_tasks.sql import column_problems, quote_ident
 
 _PG_TYPES = {CODE: "bigint", AMOUNT: "double precision", TIME: "timestamp", TEXT: "text"}
 # information_schema spells some types differently from DDL.
@@ -34,25 +39,15 @@ _COPY_READ_BYTES = 1 << 20
 # Small batches keep the client's memory low (the encoder's buffers grow with the batch); the COPY
 # stream is continuous either way.
 _BATCH_ROWS = 16_384
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 RowProgress = Callable[[int, "int | None"], None]
 ParquetSource = Path | pa.NativeFile  # a local file, or a lake file opened for random access
+ParquetOpener = Callable[[], pa.NativeFile]  # opens the lake's file for random access, once per call
+_STAGING = "_load_"  # a month's rows on their way in: {partition}_load_{random}, a table of its own
 _UNPARSEABLE_DSN = (
     "[postgres] dsn is not a libpq URI or key=value string (libpq's reason is not shown: it may quote the password);"
     " expected e.g. host=H user=U password='a b' dbname=D, or a URI with its password percent-encoded"
 )
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def checked_identifier(name: str, what: str) -> str:
-    """Table and schema names come from config: allow plain identifiers only."""
-    if not _IDENTIFIER.match(name):
-        raise DataError(f"{what} {name!r} is not a plain SQL identifier (letters, digits, _; at most 63)")
-    return name
 
 
 def update_id(dataset: Dataset, month: dt.date | None) -> str:
@@ -147,17 +142,7 @@ def _check_table(cur, table: str, dataset: Dataset, partitioned: bool) -> bool:
     if not found:
         return False
     expected = [(n, _INFORMATION_SCHEMA_TYPES.get(t, t)) for n, t in _expected_columns(dataset, partitioned)]
-    problems = []
-    found_types, expected_types = dict(found), dict(expected)
-    missing = [n for n, _ in expected if n not in found_types]
-    extra = [n for n, _ in found if n not in expected_types]
-    if missing:
-        problems.append("missing " + ", ".join(missing))
-    if extra:
-        problems.append("unexpected " + ", ".join(extra))
-    problems += [
-        f"{n} is {found_types[n]}, expected {t}" for n, t in expected if n in found_types and found_types[n] != t
-    ]
+    problems = column_problems(found, expected)
     if not problems and partitioned:
         cur.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (quote_ident(table),))
         if cur.fetchone()[0] != "p":
@@ -223,10 +208,11 @@ def _partition_name(table: str, month: dt.date) -> str:
     return f"{table}_{month:%Y_%m}"
 
 
-def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: str, lock_timeout: float) -> str:
-    """Create (once) the service table, the month's partition and the marker table; commit; return the partition.
+def prepare_service_table(conn, dataset: Dataset, month: dt.date, marker_table: str, lock_timeout: float) -> str:
+    """Create (once) the service table and the marker table; commit; return the month's partition name.
 
-    DDL runs in its own short transaction under an advisory lock, so concurrent workers do not race.
+    DDL runs in its own short transaction under an advisory lock, so concurrent workers do not race. A table of
+    the partition's name that is not the month's partition is refused here, before any rows are sent.
     """
     table = table_name(dataset)
     partition = _partition_name(table, month)
@@ -235,12 +221,9 @@ def prepare_month_table(conn, dataset: Dataset, month: dt.date, marker_table: st
         with _bounded_lock_wait(cur, lock_timeout, update_id(dataset, month), table):
             if not _check_table(cur, table, dataset, partitioned=True):
                 cur.execute(_create_sql(table, dataset, partitioned=True))
-            cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {quote_ident(partition)} PARTITION OF {quote_ident(table)}"
-                " FOR VALUES IN (%s)",
-                (month,),
-            )
-            _check_attached(cur, table, partition)
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (quote_ident(partition),))
+            if cur.fetchone()[0]:
+                _check_attached(cur, table, partition)
             ensure_marker_table(cur, marker_table)
     conn.commit()
     return partition
@@ -281,7 +264,11 @@ class _ByteStream:
 
 
 def _binary_copy_chunks(
-    parquet: ParquetSource, lineage: dt.date | None, progress: RowProgress | None, counter: list[int]
+    parquet: ParquetSource,
+    lineage: dt.date | None,
+    progress: RowProgress | None,
+    counter: list[int],
+    row_groups: list[int] | None = None,
 ) -> Iterator[bytes]:
     source = pq.ParquetFile(parquet)
     schema = source.schema_arrow
@@ -295,7 +282,7 @@ def _binary_copy_chunks(
         day = pa.scalar((lineage - dt.date(1970, 1, 1)).days, pa.int32()).cast(pa.date32())
         months = pa.nulls(_BATCH_ROWS, pa.date32()).fill_null(day)
     yield encoder.write_header()
-    for batch in source.iter_batches(batch_size=_BATCH_ROWS):
+    for batch in source.iter_batches(batch_size=_BATCH_ROWS, row_groups=row_groups):
         if months is not None:
             batch = pa.RecordBatch.from_arrays([*batch.columns, months.slice(0, batch.num_rows)], schema=schema)
         yield encoder.write_batch(batch)
@@ -305,14 +292,86 @@ def _binary_copy_chunks(
     yield encoder.finish()
 
 
-def _copy(cur, target: str, columns: list[str], parquet: ParquetSource, lineage, progress) -> int:
-    counter = [0]
+def _copy(
+    cur,
+    target: str,
+    columns: list[str],
+    parquet: ParquetSource,
+    lineage: dt.date | None,
+    progress: RowProgress | None,
+    counter: list[int] | None = None,
+    row_groups: list[int] | None = None,
+) -> int:
+    counter = [0] if counter is None else counter
     column_list = ", ".join(quote_ident(c) for c in columns)
-    stream = _ByteStream(_binary_copy_chunks(parquet, lineage, progress, counter))
+    stream = _ByteStream(_binary_copy_chunks(parquet, lineage, progress, counter, row_groups))
     cur.copy_expert(
         f"COPY {quote_ident(target)} ({column_list}) FROM STDIN WITH (FORMAT binary)", stream, _COPY_READ_BYTES
     )
     return counter[0]
+
+
+def _opened(parquet: Path | ParquetOpener) -> pa.NativeFile:
+    return parquet() if callable(parquet) else pa.OSFile(str(parquet))
+
+
+def _copy_in_streams(
+    dsn: str,
+    target: str,
+    columns: list[str],
+    parquet: Path | ParquetOpener,
+    lineage: dt.date,
+    progress: RowProgress | None,
+    streams: int,
+) -> int:
+    """COPY the Parquet into `target` over `streams` connections at once, each sending every streams-th row group
+    and committing on its own; returns the rows sent. The server then parses on as many cores as there are streams.
+    """
+    with _opened(parquet) as file:
+        row_groups = pq.ParquetFile(file).num_row_groups
+    shares = [list(range(first, row_groups, streams)) for first in range(max(1, min(streams, row_groups)))]
+    counters = [[0] for _ in shares]
+    errors: list[BaseException] = []
+
+    def total_progress(_: int, total: int | None) -> None:
+        progress(sum(counter[0] for counter in counters), total)
+
+    def send(index: int) -> None:
+        try:
+            with connection(dsn) as conn, conn.cursor() as cur, _opened(parquet) as file:
+                report = total_progress if progress and index == 0 else None
+                _copy(cur, target, columns, file, lineage, report, counters[index], shares[index])
+                conn.commit()
+        except BaseException as exc:  # re-raised in the caller's thread below
+            errors.append(exc)
+
+    others = [threading.Thread(target=send, args=(index,), daemon=True) for index in range(1, len(shares))]
+    for thread in others:
+        thread.start()
+    send(0)
+    for thread in others:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return sum(counter[0] for counter in counters)
+
+
+def _staging_tables(cur, partition: str) -> list[str]:
+    cur.execute(
+        "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r'"
+        " AND starts_with(relname, %s)",
+        (partition + _STAGING,),
+    )
+    return [row[0] for row in cur.fetchall()]
+
+
+def _drop_abandoned_staging(cur, partition: str) -> None:
+    """Drop the month's staging tables whose loader is gone: a live loader holds its table's session lock."""
+    for name in _staging_tables(cur, partition):
+        cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (name,))
+        if cur.fetchone()[0]:
+            cur.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
+            cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", (name,))
 
 
 def _mark(cur, marker_table: str, update: str, table: str, lake_file: str | None) -> None:
@@ -326,7 +385,7 @@ def _mark(cur, marker_table: str, update: str, table: str, lake_file: str | None
 
 def load_month(
     dsn: str,
-    parquet: ParquetSource,
+    parquet: Path | ParquetOpener,
     *,
     dataset: Dataset,
     month: dt.date,
@@ -334,28 +393,80 @@ def load_month(
     lake_file: str | None = None,
     lock_timeout: float = 60.0,
     progress: RowProgress | None = None,
+    streams: int = 2,
 ) -> int:
     """Replace one month of a service's table with the canonical Parquet's rows; returns the row count.
 
+    `parquet` is a local file, or a function that opens the lake's file (each stream opens its own).
     `lake_file` (the lake file's fingerprint) is recorded in the marker: the month is done only for that file.
     """
-    expected_rows = pq.read_metadata(parquet).num_rows
+    with _opened(parquet) as file:
+        expected_rows = pq.read_metadata(file).num_rows
+    table = table_name(dataset)
+    update = update_id(dataset, month)
+    columns = [name for name, _ in _expected_columns(dataset, with_lineage=True)]
     with connection(dsn) as conn:
-        partition = prepare_month_table(conn, dataset, month, marker_table, lock_timeout)
-        update = update_id(dataset, month)
+        partition = prepare_service_table(conn, dataset, month, marker_table, lock_timeout)
+        staging = f"{partition}{_STAGING}{secrets.token_hex(4)}"
         with conn.cursor() as cur:
-            # Loads of one month take turns until commit: the second deletes what the first committed
-            # (its DELETE runs after the wait, so it sees those rows) instead of adding the month again.
-            _lock(cur, update)
-            with _bounded_lock_wait(cur, lock_timeout, update, partition):
-                cur.execute(f"DELETE FROM {quote_ident(partition)}")
-                columns = [name for name, _ in _expected_columns(dataset, with_lineage=True)]
-                copied = _copy(cur, partition, columns, parquet, month, progress)
-                if copied != expected_rows:
-                    raise PipelineError(f"{update}: copied {copied:,} rows, expected {expected_rows:,}")
-                _mark(cur, marker_table, update, table_name(dataset), lake_file)
+            # Held for this session's life: a staging table whose lock is free belongs to a load that died.
+            cur.execute("SELECT pg_advisory_lock(hashtext(%s))", (staging,))
+            _drop_abandoned_staging(cur, partition)
+            # The CHECK lets ATTACH PARTITION trust the rows without scanning them.
+            cur.execute(
+                f"CREATE TABLE {quote_ident(staging)} (LIKE {quote_ident(table)},"
+                f" CONSTRAINT {quote_ident(staging + '_month')} CHECK ({LINEAGE_COLUMN} = %s))",
+                (month,),
+            )
         conn.commit()
+        try:
+            copied = _copy_in_streams(dsn, staging, columns, parquet, month, progress, streams)
+            if copied != expected_rows:
+                raise PipelineError(f"{update}: copied {copied:,} rows, expected {expected_rows:,}")
+            _swap_in(conn, table, partition, staging, month, lock_timeout, update, marker_table, lake_file)
+        except BaseException:
+            with suppress(psycopg2.Error):
+                conn.rollback()
+                with conn.cursor() as cur:
+                    cur.execute(f"DROP TABLE IF EXISTS {quote_ident(staging)}")
+                conn.commit()
+            raise
     return copied
+
+
+def _swap_in(
+    conn,
+    table: str,
+    partition: str,
+    staging: str,
+    month: dt.date,
+    lock_timeout: float,
+    update: str,
+    marker_table: str,
+    lake_file: str | None,
+) -> None:
+    """In one transaction: the month's old partition out, the loaded staging table in as the partition, the marker.
+
+    Loads of one month take turns here: each replaces what the one before it committed, so the month is there once.
+    A new month's ATTACH does not wait for readers of the table; replacing a month does (dropping a partition
+    needs the table to itself), at most `lock_timeout` seconds.
+    """
+    with conn.cursor() as cur:
+        _lock(cur, update)
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (quote_ident(partition),))
+        replacing = cur.fetchone()[0]
+        with _bounded_lock_wait(cur, lock_timeout, update, partition if replacing else table):
+            if replacing:
+                _check_attached(cur, table, partition)
+                cur.execute(f"DROP TABLE {quote_ident(partition)}")
+            cur.execute(f"ALTER TABLE {quote_ident(staging)} RENAME TO {quote_ident(partition)}")
+            cur.execute(
+                f"ALTER TABLE {quote_ident(table)} ATTACH PARTITION {quote_ident(partition)} FOR VALUES IN (%s)",
+                (month,),
+            )
+            cur.execute(f"ALTER TABLE {quote_ident(partition)} DROP CONSTRAINT {quote_ident(staging + '_month')}")
+            _mark(cur, marker_table, update, table, lake_file)
+    conn.commit()
 
 
 def load_zones(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gzip
+import logging
 import os
 import secrets
 import subprocess
@@ -140,6 +141,12 @@ def serve_zones(server: SourceServer) -> str:
     return server.add(ZONES_PATH, (DATA / "taxi_zone_lookup.csv").read_bytes(), content_type="text/csv")
 
 
+def logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Each record once: pytest also attaches caplog to non-propagating loggers such as luigi_tasks, whose records
+    luigi_tasks.cli hands on to luigi-interface, so caplog sees them twice."""
+    return list({id(record): record for record in caplog.records}.values())
+
+
 def run_tasks(*tasks: luigi.Task) -> tuple[luigi.execution_summary.LuigiRunResult, dict[str, BaseException]]:
     """Run tasks with the local scheduler; returns the result and the exception of each failed task."""
     failures: dict[str, BaseException] = {}
@@ -175,11 +182,13 @@ def write_config(path: Path, settings: dict[tuple[str, str], str]) -> Path:
     return path
 
 
-def luigi_command(args: list[str], config: Path, program: list[str] | None = None) -> subprocess.CompletedProcess:
-    """The README's command, as a user runs it from the repo with their own config file."""
+def luigi_command(
+    args: list[str], config: Path, program: list[str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
+    """The README's command, as a user runs it (from the repo unless `cwd` says otherwise) with their own config."""
     program = program or [str(Path(sys.executable).with_name("luigi")), "--module", "luigi_tasks"]
     return subprocess.run(
-        [*program, *args], cwd=REPO, env=command_env(config), capture_output=True, text=True, timeout=300
+        [*program, *args], cwd=cwd, env=command_env(config), capture_output=True, text=True, timeout=300
     )
 
 

@@ -6,9 +6,13 @@ Every request is counted per path, so a test can assert that a rerun downloads n
 from __future__ import annotations
 
 import collections
+import datetime as dt
+import ipaddress
+import ssl
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 @dataclass
@@ -16,18 +20,21 @@ class Route:
     body: bytes
     status: int = 200
     content_type: str = "application/octet-stream"
-    # Faults: answer 500 to the first `fail_first` requests; send only `cut_after` bytes of the body
+    # Faults: answer `fail_status` (500) to the first `fail_first` requests; send only `cut_after` bytes of the body
     # (with the full Content-Length) and close, to the first `cut_first` requests.
     fail_first: int = 0
+    fail_status: int = 500
+    fail_headers: dict[str, str] = field(default_factory=dict)  # e.g. Retry-After on a 429 or 503
     cut_after: int | None = None
     cut_first: int = 0
     # Send `stall_after` bytes, then hang (until the server stops): a download to kill midway.
     stall_after: int | None = None
     send_length: bool = True
+    headers: dict[str, str] = field(default_factory=dict)  # sent with the body, e.g. Content-Encoding
 
 
 class SourceServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: collections.Counter[str] = collections.Counter()
         self.stopping = threading.Event()
@@ -44,7 +51,8 @@ class SourceServer:
                     self._answer(404, b"<html><body>Not Found</body></html>", "text/html")
                     return
                 if seen <= route.fail_first:
-                    self._answer(500, b"<html><body>Internal Server Error</body></html>", "text/html")
+                    page = b"<html><body>Try again later</body></html>"
+                    self._answer(route.fail_status, page, "text/html", headers=route.fail_headers)
                     return
                 if route.stall_after is not None:
                     self._stall(route)
@@ -58,7 +66,7 @@ class SourceServer:
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                self._answer(route.status, route.body, route.content_type, route.send_length)
+                self._answer(route.status, route.body, route.content_type, route.send_length, route.headers)
 
             def _stall(self, route: Route) -> None:
                 self.send_response(route.status)
@@ -69,9 +77,18 @@ class SourceServer:
                 server.stopping.wait(60)
                 self.close_connection = True
 
-            def _answer(self, status: int, body: bytes, content_type: str, send_length: bool = True) -> None:
+            def _answer(
+                self,
+                status: int,
+                body: bytes,
+                content_type: str,
+                send_length: bool = True,
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 if send_length:
                     self.send_header("Content-Length", str(len(body)))
                 else:
@@ -84,8 +101,10 @@ class SourceServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self.port = self._httpd.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
     def start(self) -> SourceServer:
@@ -104,3 +123,34 @@ class SourceServer:
 
     def total_requests(self) -> int:
         return sum(self.requests.values())
+
+
+def self_signed_tls(folder: Path) -> ssl.SSLContext:
+    """A server TLS context whose certificate for 127.0.0.1 is signed by itself: no client trusts it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context

@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import configparser
 import subprocess
 import sys
 
 import luigi
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 
-from luigi_tasks import Backfill, IngestMonth
+from luigi_tasks import Backfill, IngestMonth, config
+from luigi_tasks.catalog import YELLOW
 from luigi_tasks.errors import DataError
-from tests.conftest import DATA, files_under, month, run_tasks, serve_csv_month, serve_zones
+from luigi_tasks.lake import LakeEntry
+from luigi_tasks.synthetic import write_trip_csv
+from tests.conftest import (
+    CSV_PATH,
+    DATA,
+    PARQUET_PATH,
+    REPO,
+    command_env,
+    files_under,
+    luigi_command,
+    luigi_settings,
+    month,
+    month_path,
+    pipeline_settings,
+    run_tasks,
+    serve_csv_month,
+    serve_zones,
+    write_config,
+)
 
 YELLOW_HEAD = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
 GREEN_HEAD = (DATA / "green_tripdata_2019-01_head99.csv").read_bytes()
@@ -84,10 +107,15 @@ def test_a_lake_file_removed_is_found_missing(lake, server, capsys):
 
 
 def test_bad_ranges_and_services():
-    with pytest.raises(DataError, match="Backfill: --stop 2019-01 is before --start 2020-01"):
+    with pytest.raises(DataError) as error:
         Backfill(services="yellow", start=month("2020-01"), stop=month("2019-01"))
-    with pytest.raises(DataError, match="unknown service 'taxi'; known services: yellow, green, fhv, fhvhv"):
+    assert str(error.value) == "--stop '2019-01': expected --start 2020-01 or a later month"
+    with pytest.raises(DataError) as error:
         Backfill(services="yellow,taxi", start=month("2020-01"), stop=month("2020-01"))
+    assert str(error.value) == (
+        "Backfill services 'yellow,taxi': expected all, or one or more of yellow, green, fhv, fhvhv,"
+        " separated by commas"
+    )
     assert Backfill(services="all", start=month("2020-01"), stop=month("2020-01")).services == (
         "yellow", "green", "fhv", "fhvhv",
     )  # fmt: skip
@@ -113,6 +141,19 @@ def test_history_keeps_every_run_with_rows_and_outcome(pg_lake, pg_dsn, server, 
     assert history.latest_rows(config.history().file, [by_family["LoadToPostgres"][0]["task_id"]]) == {
         by_family["LoadToPostgres"][0]["task_id"]: 266
     }
+
+
+def test_a_dry_run_is_recorded_as_a_dry_run_not_as_done(tmp_path, server):
+    config = write_config(tmp_path / "luigi.cfg", pipeline_settings(server, tmp_path / "lake"))
+    done = luigi_command(["yellow", "2020-07", "2020-08", "--dry-run"], config, program=[str(REPO / "bin/backfill")])
+    assert done.returncode == 0, done.stderr
+    assert "yellow: 2 to run 2020-07..2020-08" in done.stdout
+    assert "luigi_tasks: no month was scheduled in this run" in done.stderr  # not "done  Backfill"
+    runs = subprocess.run([sys.executable, "-m", "luigi_tasks.runs"], cwd=REPO, env=command_env(config),
+                          capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert len(runs) == 2 and runs[1].split()[2] == "DRY-RUN", runs
+    assert runs[1].endswith("Backfill(services=yellow, sinks=lake, start=2020-07, stop=2020-08)")
+    assert files_under(tmp_path / "lake") == []
 
 
 def test_runs_command_shows_the_history(pg_lake, server, capsys):
@@ -149,3 +190,39 @@ def test_runs_command_into_a_closed_pipe_ends_quietly(tmp_path):
     )  # fmt: skip
     assert shown.stdout.split() == ["finished", "status", "seconds", "rows", "task"]
     assert shown.stderr == ""
+
+
+def test_source_auto_takes_the_course_csv_to_2021_07_and_the_tlc_parquet_after(lake, server, tmp_path):
+    csv = write_trip_csv(tmp_path / "trips.csv", YELLOW, month("2021-07"), 40, seed=3)
+    serve_csv_month(server, "yellow", "2021-07", csv.read_bytes())
+    parquet = pa.BufferOutputStream()
+    pq.write_table(pa_csv.read_csv(write_trip_csv(tmp_path / "august.csv", YELLOW, month("2021-08"), 30)), parquet)
+    parquet_url = server.add(month_path(PARQUET_PATH, "yellow", "2021-08"), parquet.getvalue().to_pybytes())
+    serve_zones(server)
+
+    with luigi_settings({("tlc", "source"): "auto"}):
+        result, failures = run_tasks(Backfill(services="yellow", start=month("2021-07"), stop=month("2021-08")))
+
+    assert failures == {} and result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS
+    july, august = (
+        LakeEntry.from_json((lake / f"yellow/2021/_yellow_tripdata_2021-{mm}.json").read_bytes()).manifest
+        for mm in ("07", "08")
+    )
+    assert (july.source_url, july.rows_out) == (server.base_url + month_path(CSV_PATH, "yellow", "2021-07"), 40)
+    assert (august.source_url, august.rows_out) == (parquet_url, 30)
+    assert [p for p in files_under(lake) if p.startswith("raw/yellow")] == [
+        "raw/yellow/yellow_tripdata_2021-07.csv.gz",
+        "raw/yellow/yellow_tripdata_2021-08.parquet",
+    ]
+
+
+def test_source_auto_picks_per_service_and_month_and_is_the_shipped_default():
+    shipped = configparser.ConfigParser()
+    shipped.read(REPO / "luigi.cfg")
+    assert shipped.get("tlc", "source") == config.tlc.source._default == "auto"
+    settings = config.tlc(source="auto", csv_url="c/{service}/{year}-{month}", parquet_url="p/{service}/{year}-{month}")
+    assert [settings.url_for(s, y, m) for s, y, m in [("green", "2019", "01"), ("green", "2021", "07"),
+                                                       ("green", "2021", "08"), ("fhvhv", "2019", "02"),
+                                                       ("fhv", "2018", "12"), ("yellow", "2024", "01")]] == [
+        "c/green/2019-01", "c/green/2021-07", "p/green/2021-08", "c/fhvhv/2019-02", "p/fhv/2018-12", "p/yellow/2024-01",
+    ]  # fmt: skip

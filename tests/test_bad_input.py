@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import re
 import subprocess
 import sys
 
@@ -10,14 +12,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from luigi_tasks import IngestMonth, UploadToGCS, UploadToS3
+from luigi_tasks import IngestMonth, ToParquet, UploadToGCS, UploadToS3, config
 from luigi_tasks.catalog import FHV, YELLOW
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.errors import DataError, PipelineError
-from luigi_tasks.postgres import checked_identifier
+from luigi_tasks.sql import checked_identifier
 from luigi_tasks.synthetic import write_trip_csv
 from luigi_tasks.tasks.gcs import checked_prefix
-from tests.conftest import DATA, files_under, luigi_settings, month
+from tests.conftest import (
+    DATA,
+    files_under,
+    luigi_command,
+    luigi_settings,
+    month,
+    pipeline_settings,
+    run_tasks,
+    serve_csv_month,
+    write_config,
+)
 
 YELLOW_HEAD = DATA / "yellow_tripdata_2020-07_head266.csv"
 
@@ -82,8 +94,9 @@ def test_disk_full_while_converting_names_the_month_and_leaves_nothing(tmp_path)
 
 @pytest.mark.parametrize("service", ["../etc", "yellow/../../x", "yellow; rm -rf /", "YELLOW"])
 def test_service_parameter_is_one_of_the_catalogue(service):
-    with pytest.raises(ValueError, match="is not a valid choice"):
+    with pytest.raises(DataError) as error:
         IngestMonth(service=service, month=month("2021-01"))
+    assert str(error.value) == f"IngestMonth service {service!r}: expected one of yellow, green, fhv, fhvhv"
 
 
 @pytest.mark.parametrize("bad", ["2021-01/../../x", "2021-1", "2021-01; DROP TABLE x", "../2021-01"])
@@ -135,3 +148,128 @@ def test_a_traversing_prefix_fails_the_task_before_anything_is_written(lake, ser
     refused = pytest.raises(PipelineError, match=r"\[gcp\] prefix '../../etc' is not a plain object prefix")
     with settings, refused:
         UploadToGCS(service="yellow", month=month("2020-07")).output()
+
+
+def _yellow_with(tmp_path, line: int, column: str, value: str, *, kind: str = "csv", newline: bytes = b"\n"):
+    """The yellow sample five times over (1,326 lines), with `value` in `column` on `line` (1-based, header = 1)."""
+    header, *rows = YELLOW_HEAD.read_bytes().splitlines()
+    lines = [header, *rows * 5]
+    fields = lines[line - 1].split(b",")
+    fields[header.split(b",").index(column.encode())] = value.encode()
+    lines[line - 1] = b",".join(fields)
+    data = newline.join(lines) + newline
+    raw = tmp_path / f"yellow_tripdata_2020-07.{kind}"
+    raw.write_bytes(gzip.compress(data, mtime=0) if kind == "csv.gz" else data)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("passenger_count", "abc", "'abc' is not an integer (int64)"),
+        ("passenger_count", "1.5", "'1.5' is not an integer (int64)"),
+        ("tpep_pickup_datetime", "2020-07-xx 00:25:32", "'2020-07-xx 00:25:32' is not a date and time"),
+        ("fare_amount", "twelve", "'twelve' is not a number"),
+        ("fare_amount", "9" * 30 + "x" * 100, f"'{'9' * 30 + 'x' * 10}...' (130 characters) is not a number"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["csv", "csv.gz"])
+def test_a_bad_value_names_the_line_the_column_and_the_value(tmp_path, column, value, problem, kind):
+    raw = _yellow_with(tmp_path, 1234, column, value, kind=kind)
+    with pytest.raises(DataError) as error:
+        to_canonical_parquet(
+            raw, tmp_path / "out" / "x.parquet", dataset=YELLOW, month=month("2020-07"), source_url="x"
+        )
+    assert str(error.value) == f"yellow 2020-07 ({raw}): line 1,234: column {column}: {problem}"
+    assert files_under(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("newline", [b"\r", b"\n", b"\r\n"], ids=["CR", "LF", "CRLF"])
+@pytest.mark.parametrize("kind", ["csv", "csv.gz"])
+def test_cr_only_lf_and_crlf_line_ends_convert_alike(tmp_path, newline, kind):
+    raw = _yellow_with(tmp_path, 2, "passenger_count", "1", kind=kind, newline=newline)
+    manifest = to_canonical_parquet(raw, tmp_path / "x.parquet", dataset=YELLOW, month=month("2020-07"), source_url="x")
+    assert manifest.rows_out == 5 * 266
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(b"\n".join(YELLOW_HEAD.read_bytes().splitlines()[:2]) + b"\n")
+    to_canonical_parquet(plain, tmp_path / "plain.parquet", dataset=YELLOW, month=month("2020-07"), source_url="x")
+    first = pq.read_table(tmp_path / "x.parquet").slice(0, 1)
+    assert first.equals(pq.read_table(tmp_path / "plain.parquet"))  # every column of the first row, exactly
+
+
+def test_cr_only_line_ends_name_the_line_of_a_bad_value(tmp_path):
+    raw = _yellow_with(tmp_path, 7, "passenger_count", "abc", newline=b"\r")
+    with pytest.raises(DataError, match=r": line 7: column passenger_count: 'abc' is not an integer \(int64\)$"):
+        to_canonical_parquet(
+            raw, tmp_path / "out" / "x.parquet", dataset=YELLOW, month=month("2020-07"), source_url="x"
+        )
+
+
+def test_gzip_bytes_in_a_file_named_csv_are_read_as_gzip(tmp_path):
+    raw = tmp_path / "yellow_tripdata_2020-07.csv"
+    raw.write_bytes(gzip.compress(YELLOW_HEAD.read_bytes()))
+    manifest = to_canonical_parquet(raw, tmp_path / "x.parquet", dataset=YELLOW, month=month("2020-07"), source_url="x")
+    assert manifest.rows_out == 266
+    assert pq.read_table(tmp_path / "x.parquet").column("PULocationID")[0].as_py() == 238  # the sample's first row
+
+
+@pytest.mark.parametrize("store", ["local", "gcs", "s3"])
+def test_a_refused_raw_file_is_moved_aside_and_the_next_run_downloads_it_afresh(request, store, tmp_path, lake, server):
+    root = str(lake)
+    if store == "gcs":
+        request.getfixturevalue("gcs_env")
+        root = f"gs://{request.getfixturevalue('gcs_bucket')}/lake"
+    elif store == "s3":
+        request.getfixturevalue("s3_env")
+        root = f"s3://{request.getfixturevalue('s3_bucket')}/lake"
+    header, *rows = YELLOW_HEAD.read_bytes().splitlines(keepends=True)
+    bad = header + b"".join(rows[:3]) + rows[3].replace(b",1,1.90,", b",abc,1.90,", 1) + b"".join(rows[4:])
+    serve_csv_month(server, "yellow", "2020-07", bad)
+    task = ToParquet(service="yellow", month=month("2020-07"))
+    with luigi_settings({("lake", "root"): root, ("lake", "scratch"): str(tmp_path / "scratch")}):
+        _, failures = run_tasks(task)
+        [error] = failures.values()
+        in_lake = config.lake().open()
+        [kept] = in_lake.list("")
+        assert re.fullmatch(r"raw/_refused/yellow/\d{8}T\d{6}Z_yellow_tripdata_2020-07\.csv\.gz", kept)
+        assert str(error).endswith(
+            ": line 5: column passenger_count: 'abc' is not an integer (int64); "
+            f"the raw file is moved to {root}/{kept} and the next run downloads it again"
+        )
+
+        serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD.read_bytes())  # the source is fixed
+        _, failures = run_tasks(task)
+        assert failures == {}
+        assert server.requests["/csv/yellow/yellow_tripdata_2020-07.csv.gz"] == 2
+        assert in_lake.entry("yellow/2020/yellow_tripdata_2020-07.parquet").manifest.rows_out == 266
+        assert sorted(in_lake.list("")) == [
+            kept,  # still there to be looked at
+            "raw/yellow/yellow_tripdata_2020-07.csv.gz",
+            "yellow/2020/_yellow_tripdata_2020-07.json",
+            "yellow/2020/yellow_tripdata_2020-07.parquet",
+        ]
+        assert in_lake.read_bytes(kept) == bad  # (pyarrow decompresses a .gz it reads)
+
+
+def test_an_unresolvable_source_host_fails_the_run_at_once_in_one_line(tmp_path, server):
+    settings = {
+        **pipeline_settings(server, tmp_path / "lake"),
+        ("tlc", "csv_url"): "http://nonexistent.invalid/{service}_tripdata_{year}-{month}.csv.gz",
+        ("tlc", "zones_url"): "http://nonexistent.invalid/misc/taxi_zone_lookup.csv",
+        ("tlc", "retries"): "4",
+        ("tlc", "retry_backoff"): "2.0",  # the defaults: retrying would take 30 s for each file
+    }
+    done = luigi_command(
+        ["IngestMonth", "--service", "yellow", "--month", "2020-07", "--local-scheduler"],
+        write_config(tmp_path / "luigi.cfg", settings),
+    )
+    assert done.returncode == 30, done.stderr  # [retcode] task_failed
+    message = (
+        "yellow 2020-07: downloading http://nonexistent.invalid/yellow_tripdata_2020-07.csv.gz failed: "
+        "the host name nonexistent.invalid cannot be resolved (offline, or a wrong host in the URL?)"
+    )
+    worker, summary = [line for line in done.stderr.splitlines() if "nonexistent.invalid/yellow" in line]
+    assert worker.endswith(f" failed    DownloadTripData(service=yellow, month=2020-07): {message}")
+    assert summary == f"    failed: DownloadTripData: {message}"
+    assert "retry" not in done.stderr and "Traceback" not in done.stderr  # failed at the first attempt
+    assert files_under(tmp_path / "lake") == []

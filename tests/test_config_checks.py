@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import pytest
 
 from luigi_tasks import config
 from luigi_tasks.errors import DataError
+from luigi_tasks.lake import Lake
 from tests.conftest import (
     CSV_PATH,
     DATA,
@@ -48,6 +50,14 @@ CSV = "http://127.0.0.1:9/csv/{service}/{service}_tripdata_{year}-{month}.csv.gz
         ("lake", "row_group_rows", "0", "[lake] row_group_rows 0 is out of range: expected 1 or more rows"),
         ("lake", "row_group_rows", "-5", "[lake] row_group_rows -5 is out of range: expected 1 or more rows"),
         ("postgres", "lock_timeout", "-1", "[postgres] lock_timeout -1.0 is out of range: expected 0 or more seconds"),
+        ("postgres", "load_streams", "0", "[postgres] load_streams 0 is out of range: expected 1 to 16"),
+        ("progress", "interval", "-5", "[progress] interval -5.0 is out of range: expected 0 or more seconds"),
+        # Values luigi itself cannot read: its error names neither the key nor what is expected.
+        ("tlc", "source", "Parquet", "[tlc] source 'Parquet': expected one of auto, csv, parquet"),
+        ("tlc", "unknown_columns", "keep", "[tlc] unknown_columns 'keep': expected one of error, drop"),
+        ("tlc", "retries", "four", "[tlc] retries 'four': expected a whole number"),
+        ("tlc", "timeout", "1m", "[tlc] timeout '1m': expected a number"),
+        ("lake", "keep_raw", "no", "[lake] keep_raw 'no': expected true or false"),
     ],
 )  # fmt: skip
 def test_a_bad_setting_is_one_line_naming_setting_value_and_expectation(section, key, value, message):
@@ -79,11 +89,48 @@ def test_a_bad_url_template_stops_the_cli_before_any_download(tmp_path, server):
     )
     assert done.returncode == 35  # [retcode] scheduling_error: luigi could not tell what is done
     shown = settings[("tlc", "csv_url")]
-    line = f"luigi_tasks.errors.DataError: [tlc] csv_url '{shown}' has an unknown placeholder {{mon}}: {TEMPLATE}"
-    assert line in done.stderr.splitlines()
+    line = f"due to error in complete() method: [tlc] csv_url '{shown}' has an unknown placeholder {{mon}}: {TEMPLATE}"
+    assert any(logged.endswith(line) for logged in done.stderr.splitlines())
+    assert "Traceback" not in done.stderr  # the one line, not luigi's traceback of it
     assert "Did not run any tasks" in done.stderr
     assert server.total_requests() == 0
     assert files_under(tmp_path / "lake") == []
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("tlc", "source", "Parquet", "[tlc] source 'Parquet': expected one of auto, csv, parquet"),
+        ("tlc", "timeout", "0", "[tlc] timeout 0.0 is out of range: expected more than 0 seconds"),
+        ("lake", "keep_raw", "no", "[lake] keep_raw 'no': expected true or false"),
+        ("lake", "row_group_rows", "0", "[lake] row_group_rows 0 is out of range: expected 1 or more rows"),
+        ("lake", "root", "{file}", "[lake] root {file}: is a file; expected a directory"),
+        ("lake", "root", "{file}/lake", "[lake] root {file}/lake: {file} is a file; expected a directory"),
+    ],
+)
+def test_a_bad_setting_on_the_command_line_is_one_line_and_exit_35(tmp_path, server, section, key, value, message):
+    """What a user sees: luigi's "Will not run" line carrying the message, no traceback, [retcode] scheduling_error."""
+    (tmp_path / "a-file").write_text("")
+    value, message = (text.replace("{file}", str(tmp_path / "a-file")) for text in (value, message))
+    settings = {**pipeline_settings(server, tmp_path / "lake"), (section, key): value}
+    done = luigi_command(
+        ["IngestMonth", "--service", "yellow", "--month", "2020-07", "--local-scheduler"],
+        write_config(tmp_path / "luigi.cfg", settings),
+    )
+    assert done.returncode == 35, done.stderr
+    assert any(line.endswith(f"due to error in complete() method: {message}") for line in done.stderr.splitlines())
+    assert "Traceback" not in done.stderr
+    assert server.total_requests() == 0
+
+
+def test_a_lake_root_that_cannot_be_written_is_one_line_before_any_work():
+    """sysfs takes no new files, for any user: as a read-only directory does for a user who is not root."""
+    with pytest.raises(DataError) as error:
+        Lake("/sys/luigi_tasks_lake").check()
+    message = str(error.value)
+    assert message.startswith("[lake] root /sys/luigi_tasks_lake: cannot write in /sys: ")
+    assert message.endswith("; expected a directory this user can write")
+    assert not Path("/sys/luigi_tasks_lake").exists()
 
 
 @pytest.mark.parametrize(

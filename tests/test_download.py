@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import functools
 import gzip
+import logging
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pyarrow as pa
+import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,7 +24,8 @@ from luigi_tasks.catalog import GREEN, YELLOW, plan_columns
 from luigi_tasks.download import download, redact_url
 from luigi_tasks.errors import DataError, NotPublished, SourceError
 from luigi_tasks.synthetic import write_trip_csv
-from tests.conftest import DATA, files_under
+from tests.conftest import DATA, files_under, logged
+from tests.source_server import SourceServer, self_signed_tls
 
 YELLOW_CSV = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
 
@@ -175,3 +181,126 @@ def test_killed_download_leaves_nothing_that_looks_done(tmp_path, server):
     fetch(url, dest)
     assert files_under(tmp_path) == ["raw/y.csv.gz"]  # the dead writer's part file is gone
     assert dest.read_bytes() == body
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("wait", ["seconds", "date"])
+def test_429_and_503_wait_as_long_as_retry_after_asks(tmp_path, server, caplog, status, wait):
+    when = "2" if wait == "seconds" else email.utils.formatdate(time.time() + 2, usegmt=True)
+    url = server.add("/y.csv.gz", gzip.compress(YELLOW_CSV), fail_first=1, fail_status=status,
+                     fail_headers={"Retry-After": when})  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="luigi_tasks.download"):
+        fetch(url, tmp_path / "y.csv.gz")  # the backoff alone would wait 0.01 s
+    assert server.requests["/y.csv.gz"] == 2
+    [warning] = [r.getMessage() for r in logged(caplog)]
+    assert re.fullmatch(rf"yellow 2020-07: {url} answered HTTP {status}; retry 1 of 2 in [12]\.\d s", warning)
+    assert gzip.decompress((tmp_path / "y.csv.gz").read_bytes()) == YELLOW_CSV
+
+
+def test_a_retry_after_longer_than_the_cap_fails_at_once(tmp_path, server):
+    url = server.add("/y.csv.gz", b"", fail_first=10, fail_status=429, fail_headers={"Retry-After": "3600"})
+    with pytest.raises(SourceError) as error:
+        fetch(url, tmp_path / "y.csv.gz")
+    assert str(error.value) == (
+        f"yellow 2020-07: {url} answered HTTP 429 and asks to wait 3,600 s, longer than the 300 s a download "
+        "waits: run it again later"
+    )
+    assert server.requests["/y.csv.gz"] == 1
+    assert files_under(tmp_path) == []
+
+
+def test_a_plain_csv_sent_with_content_encoding_gzip_is_kept_decoded(tmp_path, server):
+    url = server.add("/yellow_tripdata_2020-07.csv", gzip.compress(YELLOW_CSV), headers={"Content-Encoding": "gzip"})
+    fetch(url, tmp_path / "y.csv")
+    assert (tmp_path / "y.csv").read_bytes() == YELLOW_CSV  # what the URL names, a plain CSV
+
+
+def test_a_plain_csv_whose_content_encoding_is_false_is_refused_at_once(tmp_path, server):
+    url = server.add("/yellow_tripdata_2020-07.csv", YELLOW_CSV, headers={"Content-Encoding": "gzip"})
+    with pytest.raises(SourceError) as error:
+        fetch(url, tmp_path / "y.csv")
+    assert str(error.value) == (f"yellow 2020-07: {url} sent a body that does not decode as its Content-Encoding says")
+    assert server.requests["/yellow_tripdata_2020-07.csv"] == 1  # the same bytes would come again
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["csv.gz", "parquet"])
+def test_a_compressed_file_sent_with_content_encoding_gzip_is_kept_as_published(tmp_path, server, kind):
+    if kind == "csv.gz":
+        body = gzip.compress(YELLOW_CSV)
+    else:
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.csv.read_csv(pa.BufferReader(YELLOW_CSV)), sink)
+        body = sink.getvalue().to_pybytes()
+    url = server.add(f"/yellow_tripdata_2020-07.{kind}", body, headers={"Content-Encoding": "gzip"})
+    assert fetch(url, tmp_path / f"y.{kind}") == len(body)
+    assert (tmp_path / f"y.{kind}").read_bytes() == body
+
+
+def test_gzip_bytes_at_a_csv_url_are_read_as_gzip(tmp_path, server):
+    body = gzip.compress(YELLOW_CSV)
+    url = server.add("/yellow_tripdata_2020-07.csv", body)
+    assert fetch(url, tmp_path / "y.csv") == len(body)  # the header inside was checked, the bytes kept
+    assert (tmp_path / "y.csv").read_bytes() == body
+
+
+@pytest.mark.parametrize("newline", [b"\r", b"\n", b"\r\n"], ids=["CR", "LF", "CRLF"])
+def test_any_line_end_passes_the_header_check(tmp_path, server, newline):
+    body = newline.join(YELLOW_CSV.splitlines()) * 5000  # 12 MB: the header is found in the first MiB
+    url = server.add("/yellow_tripdata_2020-07.csv", body)
+    assert fetch(url, tmp_path / "y.csv") == len(body)
+
+
+def test_a_host_name_that_does_not_resolve_fails_at_once_in_one_line(tmp_path, caplog):
+    url = "http://user:hunter2@nonexistent.invalid/yellow_tripdata_2020-07.csv.gz?token=s3cr3t"
+    with caplog.at_level(logging.WARNING, logger="luigi_tasks.download"), pytest.raises(SourceError) as error:
+        fetch(url, tmp_path / "y.csv.gz")
+    assert str(error.value) == (
+        "yellow 2020-07: downloading http://nonexistent.invalid/yellow_tripdata_2020-07.csv.gz failed: "
+        "the host name nonexistent.invalid cannot be resolved (offline, or a wrong host in the URL?)"
+    )
+    assert logged(caplog) == []  # no retry: another attempt cannot resolve it either
+    assert files_under(tmp_path) == []
+
+
+def test_a_refused_connection_is_retried_and_named(tmp_path, caplog):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: connections to it are refused
+        url = f"http://127.0.0.1:{port}/y.csv.gz"
+        with caplog.at_level(logging.WARNING, logger="luigi_tasks.download"), pytest.raises(SourceError) as error:
+            fetch(url, tmp_path / "y.csv.gz")
+    assert str(error.value) == (
+        f"yellow 2020-07: downloading {url} failed: connection refused by 127.0.0.1:{port}; gave up after 3 attempts"
+    )
+    assert len(logged(caplog)) == 2  # two retries, as configured
+
+
+def test_a_certificate_that_does_not_verify_fails_at_once_in_one_line(tmp_path, caplog):
+    tls = SourceServer(tls=self_signed_tls(tmp_path)).start()
+    try:
+        url = tls.add("/y.csv.gz", gzip.compress(YELLOW_CSV))
+        with caplog.at_level(logging.WARNING, logger="luigi_tasks.download"), pytest.raises(SourceError) as error:
+            fetch(url, tmp_path / "raw" / "y.csv.gz")
+    finally:
+        tls.stop()
+    assert str(error.value) == (
+        f"yellow 2020-07: downloading {url} failed: the TLS certificate of 127.0.0.1 cannot be verified "
+        "(self-signed certificate)"
+    )
+    assert logged(caplog) == []  # no retry: the same certificate would come again
+    assert tls.total_requests() == 0  # refused before any request was sent
+    assert files_under(tmp_path / "raw") == []
+
+
+def test_a_stalled_download_times_out_is_retried_and_named(tmp_path, server):
+    body = gzip.compress(YELLOW_CSV)
+    url = server.add("/y.csv.gz", body, stall_after=len(body) // 2)
+    with pytest.raises(SourceError) as error:
+        fetch(url, tmp_path / "y.csv.gz", timeout=0.5)
+    assert str(error.value) == (
+        f"yellow 2020-07: downloading {url} failed: timed out: 127.0.0.1:{server.port} sent nothing for 0.5 s; "
+        "gave up after 3 attempts"
+    )
+    assert server.requests["/y.csv.gz"] == 3
+    assert files_under(tmp_path) == []

@@ -140,6 +140,10 @@ def test_reload_of_one_month_leaves_the_other_untouched(pg_dsn, tmp_path):
     }
 
 
+def tables(dsn: str) -> list[str]:
+    return [row[0] for row in query(dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+
+
 def _copy_in_progress(dsn: str) -> bool:
     rows = query(
         dsn,
@@ -174,9 +178,12 @@ def test_kill_mid_copy_then_rerun_counts_once(pg_dsn, tmp_path):
     assert done_updates(pg_dsn, "table_updates", ["yellow_tripdata:2021-01"]) == set()
     assert month_counts(pg_dsn, "yellow_tripdata") == {}
 
+    assert [t for t in tables(pg_dsn) if "_load_" in t] != []  # the dead load's staging table
+
     load_month(pg_dsn, parquet, dataset=YELLOW, month=month("2021-01"), marker_table="table_updates")
     assert month_counts(pg_dsn, "yellow_tripdata") == {"2021-01": 600_000}
     assert done_updates(pg_dsn, "table_updates", ["yellow_tripdata:2021-01"]) == {"yellow_tripdata:2021-01"}
+    assert tables(pg_dsn) == ["table_updates", "yellow_tripdata", "yellow_tripdata_2021_01"]  # dropped by the rerun
 
     # A reload killed midway leaves the old month whole, still marked done.
     _kill_load_mid_copy(pg_dsn, parquet, "2021-01")
@@ -270,10 +277,10 @@ def test_a_month_redone_in_the_lake_is_loaded_again(pg_lake, pg_dsn, server):
 @pytest.mark.parametrize(
     "held, at, table",
     [
-        # An open transaction that read the table: a new month's partition needs the table to itself.
-        ("SELECT count(*) FROM yellow_tripdata", "2020-08", "yellow_tripdata"),
-        # A session that locked the month against writes: a reload's DELETE waits for it.
-        ("LOCK TABLE yellow_tripdata_2020_07 IN SHARE MODE", "2020-07", "yellow_tripdata_2020_07"),
+        # A session that locked the table against schema changes: attaching a new month waits for it.
+        ("LOCK TABLE yellow_tripdata IN SHARE MODE", "2020-08", "yellow_tripdata"),
+        # An open transaction that read the month: replacing it needs the partition to itself.
+        ("SELECT count(*) FROM yellow_tripdata_2020_07", "2020-07", "yellow_tripdata_2020_07"),
     ],
 )
 def test_a_load_waits_for_a_lock_at_most_lock_timeout(pg_lake, pg_dsn, server, held, at, table):
@@ -299,3 +306,20 @@ def test_a_load_waits_for_a_lock_at_most_lock_timeout(pg_lake, pg_dsn, server, h
         holder.close()
     assert month_counts(pg_dsn, "yellow_tripdata") == {"2020-07": 266}
     assert query(pg_dsn, "SELECT * FROM table_updates") == markers
+    assert tables(pg_dsn) == ["table_updates", "yellow_tripdata", "yellow_tripdata_2020_07"]  # no staging left
+
+
+def test_a_new_month_is_attached_while_a_reader_has_the_table_open(pg_dsn, tmp_path):
+    january = canonical(tmp_path, YELLOW, "2021-01", 3000, seed=1)
+    load_month(pg_dsn, january, dataset=YELLOW, month=month("2021-01"), marker_table="table_updates")
+    reader = psycopg2.connect(pg_dsn)
+    try:
+        with reader.cursor() as cur:
+            cur.execute("SELECT count(*) FROM yellow_tripdata")  # its transaction stays open
+            february = canonical(tmp_path, YELLOW, "2021-02", 2000, seed=2)
+            load_month(pg_dsn, february, dataset=YELLOW, month=month("2021-02"), marker_table="table_updates",
+                       lock_timeout=1)  # fmt: skip
+            cur.execute("SELECT count(*) FROM yellow_tripdata")
+            assert cur.fetchone() == (5000,)  # read committed: the next statement sees the new month whole
+    finally:
+        reader.close()

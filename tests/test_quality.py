@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -152,11 +153,14 @@ def test_a_refused_month_through_the_graph_publishes_nothing(lake, server, tmp_p
     serve_zones(server)
     _, failures = run_tasks(ToParquet(service="yellow", month=month("2021-01")))
     [error] = failures.values()
+    [kept] = [f for f in files_under(lake) if f.startswith("raw/_refused/")]
+    assert re.fullmatch(r"raw/_refused/yellow/\d{8}T\d{6}Z_yellow_tripdata_2021-01\.csv\.gz", kept)
     assert str(error) == (
         "yellow 2021-01: quality check unknown_location failed: 60 of 1,000 rows (6.00%) > "
-        "[quality] unknown_location_fail 0.05; the month is not published"
+        f"[quality] unknown_location_fail 0.05; the month is not published; the raw file is moved to {lake / kept}"
+        " and the next run downloads it again"
     )
-    assert files_under(lake) == sorted(["raw/yellow/yellow_tripdata_2021-01.csv.gz", *ZONE_FILES])
+    assert files_under(lake) == sorted([kept, *ZONE_FILES])  # nothing of the month published
 
 
 def test_warnings_reach_the_command_line_and_the_end_of_run_table(tmp_path, server):

@@ -3,6 +3,7 @@ there is corrupted, and when it is gone; a rerun repairs what is wrong and --rel
 
 from __future__ import annotations
 
+import duckdb
 import psycopg2
 import pytest
 
@@ -59,6 +60,12 @@ def damage(sink: str, how: str, request) -> None:
                 cur.execute("DROP TABLE yellow_tripdata_2020_07")  # the month's rows gone, its marker left
             else:
                 cur.execute("DELETE FROM table_updates WHERE update_id = 'yellow_tripdata:2020-07'")
+    elif sink == "duckdb":
+        with duckdb.connect(str(config.duckdb().file)) as conn:
+            if how == "corrupt":  # some of the month's rows gone, its marker left
+                conn.execute("DELETE FROM prod.yellow_tripdata WHERE source_month = DATE '2020-07-01' AND VendorID = 1")
+            else:
+                conn.execute("DELETE FROM prod.table_updates WHERE update_id = 'yellow_tripdata:2020-07'")
     elif sink == "gcs":
         blob = request.getfixturevalue("gcs_client").bucket(config.gcp().bucket).blob(mirror_key)
         blob.upload_from_string(b"not the month") if how == "corrupt" else blob.delete()

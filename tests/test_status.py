@@ -87,7 +87,10 @@ def test_status_mistakes_are_one_line(four_months):
     assert (backwards.returncode, backwards.stderr) == (2, "status: --stop 2020-12 is before --start 2021-03\n")
     unknown = status(four_months, "--sinks", "lake,warehouse")
     assert unknown.returncode == 2
-    assert unknown.stderr == "status: unknown sink warehouse; available: lake, postgres, gcs, bigquery, s3\n"
+    assert unknown.stderr == (
+        "status: --sinks 'lake,warehouse': expected one or more of lake, postgres, gcs, bigquery, s3, duckdb,"
+        " separated by commas\n"
+    )
 
 
 class Cells(HTMLParser):

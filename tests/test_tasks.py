@@ -11,6 +11,7 @@ import pytest
 from luigi_tasks import DownloadTripData, IngestMonth, ToParquet, ZonesToParquet
 from luigi_tasks.catalog import FHV, YELLOW
 from luigi_tasks.convert import read_manifest
+from luigi_tasks.errors import DataError
 from luigi_tasks.synthetic import write_trip_csv
 from luigi_tasks.tasks.base import ProgressReporter
 from tests.conftest import (
@@ -124,18 +125,26 @@ def test_unknown_column_fails_the_month_naming_it(lake, server):
 
 
 def test_bad_parameters_are_refused_before_anything_runs():
-    with pytest.raises(ValueError, match="taxi is not a valid choice"):
+    with pytest.raises(DataError) as error:
         IngestMonth(service="taxi", month=month("2021-01"))
-    with pytest.raises(Exception, match="the TLC publishes fhvhv from 2019-02 on"):
+    assert str(error.value) == "IngestMonth service 'taxi': expected one of yellow, green, fhv, fhvhv"
+    with pytest.raises(DataError, match="the TLC publishes fhvhv from 2019-02 on"):
         ToParquet(service="fhvhv", month=month("2019-01"))
-    with pytest.raises(ValueError, match="unknown sink warehouse; available: lake"):
+    with pytest.raises(DataError) as error:
         IngestMonth(service="yellow", month=month("2021-01"), sinks="lake,warehouse")
-    with pytest.raises(Exception, match="invalid month '2021-13'"):
+    assert str(error.value) == (
+        "IngestMonth sinks 'lake,warehouse': expected one or more of lake, postgres, gcs, bigquery, s3,"
+        " separated by commas"
+    )
+    with pytest.raises(DataError) as error:
         IngestMonth.month.parse("2021-13")
+    assert str(error.value) == "--month '2021-13': expected YYYY-MM (e.g. 2021-01) or latest"
 
 
 def test_progress_reaches_the_scheduler_at_most_once_a_percent():
     class Recorder:
+        task_family, label = "DownloadTripData", "yellow 2021-01"
+
         def __init__(self):
             self.percentages, self.messages = [], []
 
@@ -182,7 +191,7 @@ def test_command_line_failure_exits_non_zero_with_the_reason(tmp_path, server):
     assert "fhv 2031-01 is not published at http://127.0.0.1:" in done.stderr
     bad = luigi_command(["IngestMonth", "--service", "yellow", "--month", "2021-13", "--local-scheduler"], config)
     assert bad.returncode == 40
-    assert "invalid month '2021-13': expected YYYY-MM" in bad.stderr
+    assert "--month '2021-13': expected YYYY-MM (e.g. 2021-01) or latest" in bad.stderr
 
 
 def test_download_task_output_follows_the_source_family(tmp_path, server):

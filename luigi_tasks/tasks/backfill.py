@@ -17,6 +17,8 @@ from luigi_tasks.tasks.sinks import SINKS, done_by_sink, rows_by_sink, sink_task
 class ServicesParameter(CommaListParameter):
     """A comma-separated list of services, or `all`."""
 
+    expected = f"all, or one or more of {', '.join(SERVICES)}, separated by commas"
+
     def check(self, names: tuple[str, ...]) -> tuple[str, ...]:
         if names == ("all",):
             return tuple(SERVICES)
@@ -88,7 +90,7 @@ class Backfill(PipelineTask, luigi.WrapperTask):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.stop < self.start:
-            raise DataError(f"Backfill: --stop {self.stop:%Y-%m} is before --start {self.start:%Y-%m}")
+            raise DataError(f"--stop '{self.stop:%Y-%m}': expected --start {self.start:%Y-%m} or a later month")
         self._plan: BackfillPlan | None = None
 
     def plan(self) -> BackfillPlan:
@@ -126,6 +128,9 @@ class Backfill(PipelineTask, luigi.WrapperTask):
             return False  # a dry run always runs: it prints the plan
         plan = self.plan()
         return not plan.zones_missing and not any(plan.missing.values())
+
+    def outcome(self) -> str:
+        return "DRY-RUN" if self.dry_run else super().outcome()  # a plan printed, not the work done
 
     def run(self) -> None:
         if self.dry_run:

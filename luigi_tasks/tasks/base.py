@@ -12,18 +12,25 @@ import luigi
 
 from luigi_tasks import config, history, notify, summary
 from luigi_tasks.catalog import SERVICES, ZONES, Dataset, check_month, parse_month, service
-from luigi_tasks.errors import PipelineError
+from luigi_tasks.errors import DataError, PipelineError
+from luigi_tasks.parameters import ChoiceParameter, NamedParameterErrors, OptionNamed
+from luigi_tasks.progress import TerminalProgress
 
 log = logging.getLogger("luigi-interface")
 
 
-class MonthParameter(luigi.MonthParameter):
+class MonthParameter(OptionNamed, luigi.MonthParameter):
     """YYYY-MM, or `latest` (the newest month the TLC has published), with an error that says what was expected."""
+
+    expected = "YYYY-MM (e.g. 2021-01) or latest"
 
     def parse(self, s: str) -> dt.date:
         if s.strip() == "latest":
             return latest_published_month(dt.date.today(), config.tlc().publication_lag_months)
-        return parse_month(s)
+        try:
+            return parse_month(s)
+        except DataError:
+            raise self.bad(s) from None
 
 
 def latest_published_month(today: dt.date, lag_months: int) -> dt.date:
@@ -32,15 +39,22 @@ def latest_published_month(today: dt.date, lag_months: int) -> dt.date:
     return dt.date(index // 12, index % 12 + 1, 1)
 
 
-class CommaListParameter(luigi.Parameter):
-    """A comma-separated list on the command line, a tuple in code; `check` validates and may expand it."""
+class CommaListParameter(OptionNamed, luigi.Parameter):
+    """A comma-separated list on the command line, a tuple in code; `check` validates and may expand it.
+
+    A subclass says in `expected` what a valid list is: the error names the option, the value and that."""
+
+    expected = "names separated by commas"
 
     def check(self, names: tuple[str, ...]) -> tuple[str, ...]:
         return names
 
     def parse(self, x: str | tuple) -> tuple[str, ...]:
         names = tuple(s.strip() for s in x.split(",")) if isinstance(x, str) else tuple(x)
-        return tuple(dict.fromkeys(self.check(names)))
+        try:
+            return tuple(dict.fromkeys(self.check(names)))
+        except (ValueError, DataError):
+            raise self.bad(x) from None
 
     def normalize(self, x: str | tuple) -> tuple[str, ...]:
         return self.parse(x)
@@ -49,7 +63,7 @@ class CommaListParameter(luigi.Parameter):
         return ",".join(x)
 
 
-class PipelineTask(luigi.Task):
+class PipelineTask(NamedParameterErrors, luigi.Task):
     """Base of every task: a failure we explain is reported as its message, not a traceback.
 
     Every run is recorded in the run history; a failure is also posted to [notify] webhook_url, and so is
@@ -73,6 +87,10 @@ class PipelineTask(luigi.Task):
     def is_complete(self) -> bool:
         """Whether the work is done; luigi's answer (every output exists) unless a task knows better."""
         return super().complete()
+
+    def outcome(self) -> str:
+        """The run history's status of a run that succeeded."""
+        return "SKIPPED" if self.found_done else "DONE"
 
     def on_failure(self, exception: BaseException) -> str:
         if isinstance(exception, PipelineError):
@@ -105,7 +123,7 @@ def unless_done(run: Callable[[PipelineTask], None]) -> Callable[[PipelineTask],
 class MonthTask(PipelineTask):
     """A task keyed by one month of one TLC service."""
 
-    service = luigi.ChoiceParameter(choices=list(SERVICES), description="TLC service: " + ", ".join(SERVICES))
+    service = ChoiceParameter(choices=list(SERVICES), description="TLC service: " + ", ".join(SERVICES))
     month = MonthParameter(description="Month of the trip file, YYYY-MM")
 
     def __init__(self, *args, **kwargs) -> None:
@@ -152,14 +170,18 @@ def _on_reloaded(task: ReloadableTask) -> None:
 
 
 class ProgressReporter:
-    """Forwards progress to the scheduler (visualiser) at most once a second or once a percent."""
+    """Forwards progress to the scheduler (visualiser) and the terminal, at most once a second or once a percent."""
 
-    def __init__(self, task: luigi.Task, *, unit: str, scale: float) -> None:
+    def __init__(self, task: PipelineTask, *, unit: str, scale: float) -> None:
         self.task = task
         self.unit = unit
         self.scale = scale
         self._last_time = 0.0
         self._last_percent = -1
+        self.terminal = TerminalProgress(
+            f"{task.task_family} {task.label}", unit=unit, scale=scale, interval=config.progress().interval
+        )
+        task.__dict__.setdefault("_terminal_progress", []).append(self.terminal)
 
     def __call__(self, done: int, total: int | None) -> None:
         now = time.monotonic()
@@ -171,6 +193,7 @@ class ProgressReporter:
         if total:
             shown += f" of {total / self.scale:,.0f}"
         self.task.set_status_message(f"{shown} {self.unit}")
+        self.terminal.update(done, total)
         if percent is not None and percent != self._last_percent:
             self._last_percent = percent
             self.task.set_progress_percentage(percent)
@@ -200,14 +223,23 @@ def _on_start(task: PipelineTask) -> None:
     task._started_at = dt.datetime.now()
 
 
+def _finish_progress(task: PipelineTask) -> None:
+    for terminal in task.__dict__.pop("_terminal_progress", []):
+        terminal.finish()
+
+
 @PipelineTask.event_handler(luigi.Event.SUCCESS)
 def _on_success(task: PipelineTask) -> None:
-    _record(task, "SKIPPED" if task.found_done else "DONE")
-    summary.note(task, "done")
+    _finish_progress(task)
+    outcome = task.outcome()
+    _record(task, outcome)
+    if outcome != "DRY-RUN":  # a plan printed: nothing ran
+        summary.note(task, "done")
 
 
 @PipelineTask.event_handler(luigi.Event.FAILURE)
 def _on_failure(task: PipelineTask, exception: BaseException) -> None:
+    _finish_progress(task)
     _report_failure(task, failure_message(exception))
 
 

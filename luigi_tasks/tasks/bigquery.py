@@ -11,6 +11,7 @@ from luigi_tasks import config
 from luigi_tasks.catalog import SERVICES, ZONES, Dataset, service
 from luigi_tasks.lake import LakeEntry
 from luigi_tasks.lazy import lazy_module
+from luigi_tasks.parameters import ChoiceParameter
 from luigi_tasks.tasks.base import MonthTask, PipelineTask, ReloadableTask, ZonesTask, log, unless_done
 from luigi_tasks.tasks.gcs import gcs_object, object_name
 from luigi_tasks.tasks.lake import lake_task
@@ -92,7 +93,7 @@ class BigQueryExternalTable(PipelineTask):
     Only real BigQuery serves external tables (the emulator makes an empty plain table of them).
     """
 
-    service = luigi.ChoiceParameter(choices=list(SERVICES), description="TLC service: " + ", ".join(SERVICES))
+    service = ChoiceParameter(choices=list(SERVICES), description="TLC service: " + ", ".join(SERVICES))
 
     def definition(self):
         settings = config.gcp()

@@ -11,10 +11,11 @@ from luigi_tasks.tasks.sinks import SINKS, rows_by_sink, sink_task
 class SinksParameter(CommaListParameter):
     """A comma-separated list of sinks, e.g. `lake` or `lake,postgres`."""
 
+    expected = f"one or more of {', '.join(SINKS)}, separated by commas"
+
     def check(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [n for n in names if n not in SINKS]
-        if unknown or not names:
-            raise ValueError(f"unknown sink {', '.join(unknown) or '(none)'}; available: {', '.join(SINKS)}")
+        if not names or any(n not in SINKS for n in names):
+            raise ValueError(names)
         return names
 
 
@@ -26,6 +27,7 @@ class IngestMonth(MonthTask, luigi.WrapperTask):
     gcs: the lake's files in gs://[gcp] bucket/[gcp] prefix/, verified by crc32c.
     bigquery: the month in [gcp] dataset.{service}_tripdata, the lookup in zones (loaded from GCS).
     s3: a mirror of the lake's files in s3://[s3] bucket/[s3] prefix/, verified by ETag.
+    duckdb: the month in prod.{service}_tripdata and the lookup in prod.taxi_zone_lookup of [duckdb] path.
     """
 
     sinks = SinksParameter(default=("lake",), description="Where the month goes: " + ", ".join(SINKS))

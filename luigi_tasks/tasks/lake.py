@@ -5,9 +5,11 @@ Each task has a zones twin (the lookup has no month); twins share one body and d
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import time
+from collections.abc import Iterator
 
 import luigi
 import pyarrow as pa
@@ -17,8 +19,9 @@ from luigi_tasks import config
 from luigi_tasks.catalog import Dataset, plan_columns
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.download import download, payload_kind, redact_url
+from luigi_tasks.errors import DataError
 from luigi_tasks.files import fingerprints_of
-from luigi_tasks.lake import Lake, LakeEntry, canonical_key, entry_key, raw_key
+from luigi_tasks.lake import Lake, LakeEntry, canonical_key, entry_key, raw_key, refused_key
 from luigi_tasks.quality import QualityCounter
 from luigi_tasks.tasks.base import MonthTask, PipelineTask, ReloadableTask, ZonesTask, log, unless_done
 
@@ -105,6 +108,22 @@ class DownloadZones(ZonesTask, _Download):
         return config.tlc().zones_url
 
 
+@contextlib.contextmanager
+def _moved_aside_if_refused(lake: Lake, raw_key: str) -> Iterator[None]:
+    """A raw file that conversion refuses (DataError) goes to raw/_refused/ and the error says where.
+
+    Left in place, it would count as downloaded and fail every rerun the same way, even once the source is fixed.
+    """
+    try:
+        yield
+    except DataError as refused:
+        kept = refused_key(raw_key, dt.datetime.now(dt.timezone.utc))
+        lake.move(raw_key, kept)
+        raise DataError(
+            f"{refused}; the raw file is moved to {lake.uri(kept)} and the next run downloads it again"
+        ) from None
+
+
 class _Convert(ReloadableTask):
     """Body of ToParquet and ZonesToParquet: the raw file from the lake -> canonical Parquet + manifest."""
 
@@ -126,7 +145,8 @@ class _Convert(ReloadableTask):
         target, raw = self.output(), self.download().output()
         lake = target.lake
         lake.delete(entry_key(target.key))  # the month is not done while its file is being replaced
-        with lake.local_copy(raw.key) as raw_file, lake.publish(target.key) as dest:
+        refused = _moved_aside_if_refused(lake, raw.key)
+        with refused, lake.local_copy(raw.key) as raw_file, lake.publish(target.key) as dest:
             manifest = to_canonical_parquet(
                 raw_file,
                 dest,
@@ -159,7 +179,8 @@ class ToParquet(MonthTask, _Convert):
     The file has the catalogue's schema for the service; its manifest is in the footer metadata and, with
     the file's fingerprints, in _{service}_tripdata_{year}-{month}.json beside it. The manifest holds the rows
     failing each quality check (location ids against the lake's zone lookup); a month over a [quality] fail
-    level is refused and nothing of it is published.
+    level is refused and nothing of it is published. A raw file it refuses is moved to
+    {lake}/raw/_refused/{service}/, so the next run downloads the month again.
     """
 
     def download(self) -> DownloadTripData:
@@ -187,6 +208,11 @@ def zone_ids(zones: CanonicalTarget) -> pa.Array:
     """The LocationIDs of the lake's zone lookup (a few hundred values: the file is read whole)."""
     with zones.lake.open_input(zones.key) as file:
         return pq.read_table(file, columns=["LocationID"]).column("LocationID").combine_chunks()
+
+
+def lake_file(entry: LakeEntry) -> str:
+    """The lake file's fingerprint as a warehouse's marker records it: a month redone in the lake has another."""
+    return f"{entry.file.size}:{entry.file.crc32c}"
 
 
 def lake_task(service: str | None, month: dt.date | None) -> ToParquet | ZonesToParquet:

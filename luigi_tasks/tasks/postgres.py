@@ -10,9 +10,10 @@ from luigi_tasks import config
 from luigi_tasks.catalog import Dataset
 from luigi_tasks.errors import PipelineError
 from luigi_tasks.lake import LakeEntry
-from luigi_tasks.postgres import checked_identifier, load_month, load_zones, loaded_months
+from luigi_tasks.postgres import load_month, load_zones, loaded_months
+from luigi_tasks.sql import checked_identifier
 from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
-from luigi_tasks.tasks.lake import CanonicalTarget, lake_task
+from luigi_tasks.tasks.lake import CanonicalTarget, lake_file, lake_task
 
 
 class PostgresMonthTarget(luigi.Target):
@@ -27,11 +28,6 @@ class PostgresMonthTarget(luigi.Target):
         entry = self.source.entry()
         # Asked even when the lake has no file yet: an unreachable database fails the check before any work.
         return bool(_loaded_from(self.dataset, {} if entry is None else {self.month: entry}))
-
-
-def lake_file(entry: LakeEntry) -> str:
-    """The lake file's fingerprint as the marker records it: a month redone in the lake has another."""
-    return f"{entry.file.size}:{entry.file.crc32c}"
 
 
 def _loaded(dataset: Dataset, lake_files: dict[dt.date | None, str | None]) -> set[dt.date | None]:
@@ -64,8 +60,8 @@ class _LoadToPostgres(ReloadableTask):
         entry = source.entry()
         if entry is None:
             raise PipelineError(f"{self.label}: {source.path} is not complete in the lake")
-        with source.lake.open_input(source.key) as parquet:
-            if self.month is None:
+        if self.month is None:
+            with source.lake.open_input(source.key) as parquet:
                 self.rows = load_zones(
                     settings.dsn,
                     parquet,
@@ -73,17 +69,18 @@ class _LoadToPostgres(ReloadableTask):
                     lake_file=lake_file(entry),
                     lock_timeout=settings.lock_timeout,
                 )
-            else:
-                self.rows = load_month(
-                    settings.dsn,
-                    parquet,
-                    dataset=self.dataset,
-                    month=self.month,
-                    marker_table=settings.marker_table,
-                    lake_file=lake_file(entry),
-                    lock_timeout=settings.lock_timeout,
-                    progress=self.progress_reporter(unit="rows", scale=1),
-                )
+        else:
+            self.rows = load_month(
+                settings.dsn,
+                lambda: source.lake.open_input(source.key),
+                dataset=self.dataset,
+                month=self.month,
+                marker_table=settings.marker_table,
+                lake_file=lake_file(entry),
+                lock_timeout=settings.lock_timeout,
+                progress=self.progress_reporter(unit="rows", scale=1),
+                streams=settings.load_streams,
+            )
         self.set_status_message(f"{self.rows:,} rows loaded")
         log.info("%s: %s rows loaded into PostgreSQL", self.label, f"{self.rows:,}")
 

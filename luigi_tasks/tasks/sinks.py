@@ -18,6 +18,7 @@ import luigi
 from luigi_tasks.catalog import ZONES, Dataset, service
 from luigi_tasks.lake import LakeEntry
 from luigi_tasks.tasks.bigquery import BigQuerySink
+from luigi_tasks.tasks.duckdb import DuckDBSink
 from luigi_tasks.tasks.gcs import GcsSink
 from luigi_tasks.tasks.lake import LakeSink, lake_entries
 from luigi_tasks.tasks.postgres import PostgresSink
@@ -41,7 +42,9 @@ class Sink(Protocol):
         is out of date (the lake's file was redone since)."""
 
 
-SINKS: dict[str, Sink] = {sink.name: sink for sink in (LakeSink(), PostgresSink(), GcsSink(), BigQuerySink(), S3Sink())}
+SINKS: dict[str, Sink] = {
+    sink.name: sink for sink in (LakeSink(), PostgresSink(), GcsSink(), BigQuerySink(), S3Sink(), DuckDBSink())
+}
 
 
 def sink_task(sink: str, service_name: str | None, month: dt.date | None, reload: bool = False) -> luigi.Task:

@@ -1,0 +1,238 @@
+"""Load canonical Parquet into a DuckDB file: one table per service, one transaction per month.
+
+A month is replaced in one transaction: DELETE the month's rows (by `source_month`), INSERT the file's rows,
+replace its marker row (the lake file's fingerprint and the row count), COMMIT. A killed load leaves the file
+as it was: DuckDB drops an uncommitted transaction when it opens the file again.
+
+DuckDB lets one process at a time open a file for writing, and while it does, no other process may open it
+at all, not even to read. Loads and "done?" checks therefore open the file briefly, and wait up to
+[duckdb] lock_wait seconds while another process (a duckdb CLI, a notebook, a second luigi run) holds it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, Dataset
+from luigi_tasks.errors import DataError, PipelineError
+from luigi_tasks.sql import column_problems, quote_ident
+
+_DUCKDB_TYPES = {CODE: "BIGINT", AMOUNT: "DOUBLE", TIME: "TIMESTAMP", TEXT: "VARCHAR"}
+_SETTINGS = {
+    # Nothing is downloaded at run time: reading Parquet and Arrow is built in.
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    # A table's rows have no order: inserting them as the threads finish halves a month's load time.
+    "preserve_insertion_order": False,
+}
+_LOCKED = "Could not set lock on file"
+_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+_RETRY_S = 0.2
+_BATCH_ROWS = 131_072
+
+RowProgress = Callable[[int, "int | None"], None]
+ParquetSource = Path | pa.NativeFile  # a local file, or a lake file opened for random access
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """The DuckDB file, the schema of its tables and its marker table, and how long to wait for the file."""
+
+    path: Path
+    schema: str
+    marker_table: str
+    lock_wait: float = 60.0
+
+    def qualified(self, table: str) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(table)}"
+
+
+def update_id(table: str, month: dt.date | None) -> str:
+    """The marker's id, e.g. 'yellow_tripdata:2021-01', or the zones table's name."""
+    return table if month is None else f"{table}:{month:%Y-%m}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+@contextmanager
+def connection(warehouse: Warehouse, *, read_only: bool, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the file, waiting up to lock_wait seconds while another process holds it; closed on exit.
+
+    `what` names the month for messages. Errors are one line naming the file.
+    """
+    path = warehouse.path
+    deadline = time.monotonic() + warehouse.lock_wait
+    while True:
+        try:
+            conn = duckdb.connect(str(path), read_only=read_only, config=_SETTINGS)
+            break
+        except duckdb.Error as exc:
+            if _LOCKED not in str(exc):
+                raise PipelineError(f"{what}: cannot open DuckDB file {path}: {_one_line(exc)}") from None
+            if time.monotonic() >= deadline:
+                holder = _HOLDER.search(str(exc))
+                by = f" ({holder[1]}, PID {holder[2]})" if holder else ""
+                raise PipelineError(
+                    f"{what}: DuckDB file {path} is held open by another process{by} for more than [duckdb]"
+                    f" lock_wait = {warehouse.lock_wait:g} seconds; close it there (DuckDB lets one process at a time"
+                    f" use a file it writes) or raise lock_wait{'' if read_only else '; nothing was loaded'}"
+                ) from None
+            time.sleep(_RETRY_S)
+    try:
+        yield conn
+    except duckdb.Error as exc:
+        raise PipelineError(f"{what}: DuckDB file {path}: {_one_line(exc)}") from None
+    finally:
+        conn.close()
+
+
+def _expected_columns(dataset: Dataset, with_lineage: bool) -> list[tuple[str, str]]:
+    columns = [(c.name, _DUCKDB_TYPES[c.type]) for c in dataset.columns]
+    return [*columns, (LINEAGE_COLUMN, "DATE")] if with_lineage else columns
+
+
+def _prepare_tables(conn, warehouse: Warehouse, table: str, dataset: Dataset, with_lineage: bool) -> None:
+    """Create the schema, the table (from the catalogue) and the marker table unless there; check the table."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(warehouse.schema)}")
+    found = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [warehouse.schema, table],
+    ).fetchall()
+    expected = _expected_columns(dataset, with_lineage)
+    if not found:
+        columns = ",\n  ".join(
+            f"{quote_ident(name)} {type_}{' NOT NULL' if name == LINEAGE_COLUMN else ''}" for name, type_ in expected
+        )
+        conn.execute(f"CREATE TABLE {warehouse.qualified(table)} (\n  {columns}\n)")
+    elif problems := column_problems(found, expected):
+        raise DataError(
+            f"table {warehouse.schema}.{table} in {warehouse.path} does not match the {dataset.name} catalogue:"
+            f" {'; '.join(problems)}. Nothing was changed: drop or rename the table, or set another [duckdb] schema"
+        )
+    # The shape of the PostgreSQL sink's marker table, plus the row count that "done?" compares with the table.
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {warehouse.qualified(warehouse.marker_table)} (update_id VARCHAR,"
+        " target_table VARCHAR, inserted TIMESTAMP DEFAULT current_timestamp, lake_file VARCHAR, row_count BIGINT)"
+    )
+
+
+def _counted_batches(source: pq.ParquetFile, progress: RowProgress | None) -> Iterator[pa.RecordBatch]:
+    done, total = 0, source.metadata.num_rows
+    for batch in source.iter_batches(batch_size=_BATCH_ROWS):
+        yield batch
+        done += batch.num_rows
+        if progress:
+            progress(done, total)
+
+
+def _insert(conn, target: str, dataset: Dataset, parquet: ParquetSource, month, progress) -> int:
+    """INSERT the file's rows (and the month, as the lineage column); returns the count DuckDB reports.
+
+    A local file is read by DuckDB itself; a lake file elsewhere is streamed in as Arrow batches, so neither
+    httpfs nor the store's credentials are needed here.
+    """
+    names = [quote_ident(c.name) for c in dataset.columns]
+    lineage = [quote_ident(LINEAGE_COLUMN)] if month is not None else []
+    select = ", ".join(names + (["?::DATE"] if month is not None else []))
+    into = f"INSERT INTO {target} ({', '.join(names + lineage)}) SELECT {select}"
+    months = [month] if month is not None else []
+    if isinstance(parquet, Path):
+        return conn.execute(f"{into} FROM read_parquet(?)", [*months, str(parquet)]).fetchone()[0]
+    source = pq.ParquetFile(parquet)
+    batches = pa.RecordBatchReader.from_batches(source.schema_arrow, _counted_batches(source, progress))
+    conn.register("lake_batches", batches)
+    try:
+        return conn.execute(f"{into} FROM lake_batches", months).fetchone()[0]
+    finally:
+        conn.unregister("lake_batches")
+
+
+def load(
+    warehouse: Warehouse,
+    parquet: ParquetSource,
+    *,
+    dataset: Dataset,
+    table: str,
+    month: dt.date | None,
+    lake_file: str,
+    progress: RowProgress | None = None,
+) -> int:
+    """Replace one month of a service's table (the whole zones table, for month None) with the Parquet's rows,
+    in one transaction with its marker row; returns the row count.
+
+    `lake_file` (the lake file's fingerprint) is recorded in the marker: the month is done only for that file.
+    """
+    expected_rows = pq.read_metadata(parquet).num_rows
+    update = update_id(table, month)
+    try:
+        warehouse.path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PipelineError(f"{update}: cannot make the folder of DuckDB file {warehouse.path}: {exc}") from None
+    with connection(warehouse, read_only=False, what=update) as conn:
+        target = warehouse.qualified(table)
+        conn.execute("BEGIN TRANSACTION")
+        _prepare_tables(conn, warehouse, table, dataset, with_lineage=month is not None)
+        if month is None:
+            conn.execute(f"DELETE FROM {target}")
+        else:
+            conn.execute(f"DELETE FROM {target} WHERE {quote_ident(LINEAGE_COLUMN)} = ?", [month])
+        inserted = _insert(conn, target, dataset, parquet, month, progress)
+        if inserted != expected_rows:
+            raise PipelineError(
+                f"{update}: inserted {inserted:,} rows into {warehouse.path}, expected {expected_rows:,}"
+            )
+        marker = warehouse.qualified(warehouse.marker_table)
+        conn.execute(f"DELETE FROM {marker} WHERE update_id = ?", [update])
+        conn.execute(
+            f"INSERT INTO {marker} (update_id, target_table, lake_file, row_count) VALUES (?, ?, ?, ?)",
+            [update, table, lake_file, inserted],
+        )
+        conn.execute("COMMIT")
+    return inserted
+
+
+def loaded_months(
+    warehouse: Warehouse, dataset: Dataset, table: str, lake_files: dict[dt.date | None, str | None]
+) -> set[dt.date | None]:
+    """Months (month -> the lake file's fingerprint; None: the zones table) loaded from that very lake file whose
+    rows are all still there (the table holds the count the marker recorded). One query; no file, no table, a
+    month redone in the lake since or rows deleted since: not loaded. A fingerprint of None asks whether the
+    month is loaded from any lake file."""
+    if not lake_files or not warehouse.path.exists():
+        return set()  # nothing was ever loaded here (and a check does not create the file)
+    ids = {update_id(table, month): month for month in lake_files}
+    target, marker = warehouse.qualified(table), warehouse.qualified(warehouse.marker_table)
+    if None in lake_files:
+        counts = f"(SELECT NULL::DATE AS month, count(*) AS n FROM {target})"
+    else:
+        counts = (
+            f"(SELECT {quote_ident(LINEAGE_COLUMN)} AS month, count(*) AS n FROM {target}"
+            f" WHERE {quote_ident(LINEAGE_COLUMN)} IN (SELECT month FROM asked) GROUP BY ALL)"
+        )
+    sql = (
+        "WITH asked AS (SELECT unnest(?::VARCHAR[]) AS update_id, unnest(?::VARCHAR[]) AS lake_file,"
+        " unnest(?::DATE[]) AS month)"
+        f" SELECT a.update_id FROM asked a JOIN {marker} m ON m.update_id = a.update_id"
+        " AND (a.lake_file IS NULL OR m.lake_file = a.lake_file)"
+        f" LEFT JOIN {counts} c ON c.month IS NOT DISTINCT FROM a.month"
+        " WHERE m.row_count = coalesce(c.n, 0)"
+    )
+    with connection(warehouse, read_only=True, what=f"checking {table}") as conn:
+        try:
+            rows = conn.execute(sql, [list(ids), list(lake_files.values()), list(lake_files)]).fetchall()
+        except duckdb.CatalogException:
+            return set()  # no table or no marker table yet
+    return {ids[row[0]] for row in rows}

@@ -1,0 +1,338 @@
+"""The DuckDB sink against real DuckDB files: exact counts on rerun and reload, the catalogue's types, several
+workers into one file, a file another process holds, a remote lake, and the same answers as PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import luigi
+import psycopg2
+import pyarrow as pa
+import pytest
+
+from luigi_tasks import IngestMonth, LoadToDuckDB, ToParquet, config
+from luigi_tasks.catalog import YELLOW, ZONES
+from luigi_tasks.duckdb import Warehouse, load, loaded_months
+from luigi_tasks.errors import DataError, PipelineError
+from luigi_tasks.lake import canonical_key
+from luigi_tasks.synthetic import write_trip_csv
+from luigi_tasks.tasks.backfill import Backfill
+from tests.conftest import (
+    DATA,
+    luigi_command,
+    luigi_settings,
+    month,
+    pipeline_settings,
+    run_tasks,
+    serve_csv_month,
+    serve_zones,
+    write_config,
+)
+from tests.test_postgres import canonical
+from tests.test_remote_lake import remote_lake  # noqa: F401 - the fixture
+from tests.test_summary import BACKFILL, row, summary_of
+
+YELLOW_HEAD = (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes()
+JULY = month("2020-07")
+PYTHON = Path(sys.executable).resolve()  # how DuckDB names the program that holds a file
+# The course's question: trips per pickup borough in a month, trips joined with the zone lookup.
+BOROUGHS = (
+    'SELECT z."Borough", count(*) FROM {trips} t JOIN {zones} z ON t."PULocationID" = z."LocationID"'
+    " WHERE t.source_month = DATE '2020-07-01' GROUP BY 1 ORDER BY 1"
+)
+
+
+def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return conn.execute(sql, params or []).fetchall()
+
+
+def manifest_rows(dataset, when) -> int:
+    return config.lake().open().entry(canonical_key(dataset, when)).manifest.rows_out
+
+
+def ingest(*tasks: luigi.Task, **build) -> luigi.execution_summary.LuigiRunResult:
+    result, failures = run_tasks(*tasks) if not build else (luigi.build(list(tasks), **build), {})
+    assert failures == {}, failures
+    assert result.status == luigi.LuigiStatusCode.SUCCESS, result.summary_text
+    return result
+
+
+@pytest.fixture
+def served(lake, server) -> Path:
+    """The lake fixture with July's sample and the zone lookup served; returns the default DuckDB file."""
+    serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
+    serve_zones(server)
+    return lake.parent / "taxi_rides_ny.duckdb"  # beside the lake
+
+
+@pytest.fixture
+def holder(tmp_path) -> Iterator:
+    """Start a process that opens a DuckDB file for writing and keeps it open until the test ends."""
+    children: list[subprocess.Popen] = []
+
+    def hold(path: Path) -> subprocess.Popen:
+        code = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); time.sleep(600)"
+        child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+        children.append(child)
+        assert child.stdout.readline() == "open\n"
+        return child
+
+    yield hold
+    for child in children:
+        child.kill()
+        child.wait()
+
+
+def test_load_twice_counts_once(served):
+    ingest(IngestMonth(service="yellow", month=JULY, sinks="lake,duckdb"))
+    rows = manifest_rows(YELLOW, JULY)
+    assert rows == 266  # the sample's rows
+    counts = "SELECT source_month, count(*), count(DISTINCT t) FROM prod.yellow_tripdata t GROUP BY 1"
+    assert query(served, counts) == [(JULY, rows, rows)]  # the sample has no duplicate rows
+    assert query(served, "SELECT count(*) FROM prod.taxi_zone_lookup") == [(manifest_rows(ZONES, None),)]
+
+    result = ingest(IngestMonth(service="yellow", month=JULY, sinks="lake,duckdb"))
+    assert "Did not run any tasks" in result.summary_text
+    ingest(LoadToDuckDB(service="yellow", month=JULY, reload=True))
+    assert query(served, counts) == [(JULY, rows, rows)]
+    markers = query(served, "SELECT update_id, target_table, row_count FROM prod.table_updates ORDER BY 1")
+    assert markers == [
+        ("taxi_zone_lookup", "taxi_zone_lookup", 265),
+        ("yellow_tripdata:2020-07", "yellow_tripdata", 266),
+    ]
+
+
+def test_columns_have_the_catalogues_types(tmp_path):
+    parquet = canonical(tmp_path, YELLOW, "2021-01", 1000)
+    warehouse = Warehouse(tmp_path / "w.duckdb", "prod", "table_updates")
+    kept = {"dataset": YELLOW, "table": "yellow_tripdata", "month": month("2021-01"), "lake_file": "1:a"}
+    assert loaded_months(warehouse, YELLOW, "yellow_tripdata", {month("2021-01"): "1:a"}) == set()
+    assert not warehouse.path.exists()  # asking does not make the file
+    assert load(warehouse, parquet, **kept) == 1000
+    with duckdb.connect(str(warehouse.path), read_only=True) as conn:
+        schema = conn.execute("SELECT * FROM prod.yellow_tripdata LIMIT 0").to_arrow_table().schema
+    assert schema == YELLOW.schema.append(pa.field("source_month", pa.date32()))
+
+
+def test_several_months_with_two_workers_into_one_file(lake, server, tmp_path):
+    months = ["2021-01", "2021-02", "2021-03", "2021-04"]
+    for i, when in enumerate(months):
+        csv = write_trip_csv(tmp_path / f"{when}.csv", YELLOW, month(when), 2_000 + i, seed=i)
+        serve_csv_month(server, "yellow", when, csv.read_bytes())
+    serve_zones(server)
+    backfill = Backfill(services=("yellow",), start=month(months[0]), stop=month(months[-1]), sinks=("lake", "duckdb"))
+    ingest(backfill, local_scheduler=True, workers=2, detailed_summary=True, log_level="WARNING")
+    path = lake.parent / "taxi_rides_ny.duckdb"
+    counts = query(path, "SELECT strftime(source_month, '%Y-%m'), count(*) FROM prod.yellow_tripdata GROUP BY 1")
+    assert dict(counts) == {when: manifest_rows(YELLOW, month(when)) for when in months}
+    assert dict(counts) == {"2021-01": 2000, "2021-02": 2001, "2021-03": 2002, "2021-04": 2003}
+
+
+# A load in a child process that stops halfway through its INSERT (inside the transaction) and waits to be killed.
+_KILLED_MID_INSERT = """
+import sys, time, datetime as dt
+from pathlib import Path
+import pyarrow as pa
+from luigi_tasks.catalog import YELLOW
+from luigi_tasks.duckdb import Warehouse, load
+
+def halfway(done, total):
+    if done * 2 >= total:
+        print("halfway", flush=True)
+        time.sleep(600)
+
+warehouse = Warehouse(Path(sys.argv[1]), "prod", "table_updates")
+with pa.OSFile(sys.argv[2]) as parquet:  # a file object: the Arrow path, which reports progress
+    load(warehouse, parquet, dataset=YELLOW, table="yellow_tripdata", month=dt.date(2021, 1, 1), lake_file="1:b",
+         progress=halfway)
+"""
+
+
+def _kill_mid_insert(warehouse: Warehouse, parquet: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_MID_INSERT, str(warehouse.path), str(parquet)],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert child.stdout.readline() == "halfway\n"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_kill_mid_load_then_rerun_counts_once(tmp_path):
+    parquet = canonical(tmp_path, YELLOW, "2021-01", 400_000)
+    warehouse = Warehouse(tmp_path / "w.duckdb", "prod", "table_updates")
+    january = {month("2021-01"): "1:b"}
+    counts = "SELECT count(*) FROM prod.yellow_tripdata"
+    _kill_mid_insert(warehouse, parquet)
+    assert loaded_months(warehouse, YELLOW, "yellow_tripdata", january) == set()
+    assert query(warehouse.path, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'prod'") == [(0,)]
+
+    load(warehouse, parquet, dataset=YELLOW, table="yellow_tripdata", month=month("2021-01"), lake_file="1:b")
+    assert query(warehouse.path, counts) == [(400_000,)]
+    assert loaded_months(warehouse, YELLOW, "yellow_tripdata", january) == {month("2021-01")}
+
+    # A reload killed midway leaves the old month whole, still marked done.
+    _kill_mid_insert(warehouse, parquet)
+    assert query(warehouse.path, counts) == [(400_000,)]
+    assert loaded_months(warehouse, YELLOW, "yellow_tripdata", january) == {month("2021-01")}
+
+
+def test_a_table_that_does_not_match_the_catalogue_is_an_error_and_nothing_changes(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb", "prod", "table_updates")
+    with duckdb.connect(str(warehouse.path)) as conn:
+        conn.execute('CREATE SCHEMA prod; CREATE TABLE prod.yellow_tripdata ("VendorID" INTEGER, extra_col VARCHAR)')
+        conn.execute("INSERT INTO prod.yellow_tripdata VALUES (1, 'x')")
+    parquet = canonical(tmp_path, YELLOW, "2021-01", 100)
+    with pytest.raises(DataError) as raised:
+        load(warehouse, parquet, dataset=YELLOW, table="yellow_tripdata", month=month("2021-01"), lake_file="1:a")
+    message = str(raised.value)
+    assert message.startswith(f"table prod.yellow_tripdata in {warehouse.path} does not match the yellow catalogue:")
+    assert "unexpected extra_col" in message and "VendorID is INTEGER, expected BIGINT" in message
+    assert query(warehouse.path, "SELECT * FROM prod.yellow_tripdata") == [(1, "x")]
+    assert query(
+        warehouse.path, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'table_updates'"
+    ) == [(0,)]
+
+
+def test_a_file_held_by_another_process_is_one_line_and_nothing_partial(tmp_path, holder):
+    warehouse = Warehouse(tmp_path / "w.duckdb", "prod", "table_updates", lock_wait=0.5)
+    january, february = (canonical(tmp_path, YELLOW, at, 500, seed=n) for n, at in enumerate(["2021-01", "2021-02"]))
+    common = {"dataset": YELLOW, "table": "yellow_tripdata", "lake_file": "1:a"}
+    load(warehouse, january, month=month("2021-01"), **common)
+    child = holder(warehouse.path)
+    with pytest.raises(PipelineError) as raised:
+        load(warehouse, february, month=month("2021-02"), **common)
+    assert str(raised.value) == (
+        f"yellow_tripdata:2021-02: DuckDB file {warehouse.path} is held open by another process ({PYTHON},"
+        f" PID {child.pid}) for more than [duckdb] lock_wait = 0.5 seconds; close it there (DuckDB lets one process"
+        " at a time use a file it writes) or raise lock_wait; nothing was loaded"
+    )
+    with pytest.raises(PipelineError, match=f"^checking yellow_tripdata: DuckDB file {warehouse.path} is held open by"):
+        loaded_months(warehouse, YELLOW, "yellow_tripdata", {month("2021-01"): "1:a"})
+    child.kill()
+    child.wait()
+    assert query(
+        warehouse.path, "SELECT strftime(source_month, '%Y-%m'), count(*) FROM prod.yellow_tripdata GROUP BY 1"
+    ) == [("2021-01", 500)]
+    assert query(warehouse.path, "SELECT update_id FROM prod.table_updates") == [("yellow_tripdata:2021-01",)]
+
+
+def test_a_held_file_reaches_the_command_line_in_one_line(served, server, tmp_path, holder):
+    ingest(IngestMonth(service="yellow", month=JULY, sinks="lake"))
+    child = holder(served)
+    settings = {**pipeline_settings(server, tmp_path / "lake"), ("duckdb", "lock_wait"): "0.5"}
+    config_file = write_config(tmp_path / "luigi.cfg", settings)
+    done = luigi_command(["IngestMonth", "--service", "yellow", "--month", "2020-07", "--sinks", "lake,duckdb",
+                          "--local-scheduler"], config_file)  # fmt: skip
+    assert done.returncode != 0
+    expected = (
+        f"DuckDB file {served} is held open by another process ({PYTHON}, PID {child.pid}) for more than"
+        " [duckdb] lock_wait = 0.5 seconds; close it there"
+    )
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_month_redone_in_the_lake_loads_again(served, server, lake):
+    ingest(IngestMonth(service="yellow", month=JULY, sinks="lake,duckdb"))
+    task = LoadToDuckDB(service="yellow", month=JULY)
+    assert task.complete()
+    # The TLC republishes the month (here: its first 100 trips); the lake downloads and converts it again.
+    serve_csv_month(server, "yellow", "2020-07", b"".join(YELLOW_HEAD.splitlines(keepends=True)[:101]))
+    (lake / "raw/yellow/yellow_tripdata_2020-07.csv.gz").unlink()
+    ingest(ToParquet(service="yellow", month=JULY, reload=True))
+    assert manifest_rows(YELLOW, JULY) == 100
+    assert not task.complete()
+    ingest(IngestMonth(service="yellow", month=JULY, sinks="lake,duckdb"))
+    assert task.complete()
+    assert query(served, "SELECT count(*) FROM prod.yellow_tripdata") == [(100,)]
+
+
+def test_a_remote_lake_loads(remote_lake, server, tmp_path):  # noqa: F811 - the fixture
+    settings = {
+        **pipeline_settings(server, tmp_path / "unused"),
+        ("lake", "root"): remote_lake.root,
+        ("lake", "scratch"): str(tmp_path / "scratch"),
+        ("duckdb", "path"): str(tmp_path / "remote.duckdb"),
+    }
+    serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
+    serve_zones(server)
+    with luigi_settings(settings):
+        ingest(IngestMonth(service="yellow", month=JULY, sinks="lake,duckdb"))
+        rows = manifest_rows(YELLOW, JULY)
+        assert LoadToDuckDB(service="yellow", month=JULY).complete()
+    assert rows == 266
+    assert query(tmp_path / "remote.duckdb", "SELECT count(*) FROM prod.yellow_tripdata") == [(rows,)]
+    assert query(tmp_path / "remote.duckdb", "SELECT count(*) FROM prod.taxi_zone_lookup") == [(265,)]
+    assert not (tmp_path / "unused").exists()
+
+
+def test_trips_per_borough_are_the_same_in_duckdb_and_postgresql(pg_lake, pg_dsn, server):
+    serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
+    serve_zones(server)
+    ingest(IngestMonth(service="yellow", month=JULY, sinks="lake,duckdb,postgres"))
+    duck_sql = BOROUGHS.format(trips="prod.yellow_tripdata", zones="prod.taxi_zone_lookup")
+    in_duckdb = query(pg_lake.parent / "taxi_rides_ny.duckdb", duck_sql)
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute(BOROUGHS.format(trips="yellow_tripdata", zones="zones"))
+        in_postgres = cur.fetchall()
+    conn.close()
+    assert in_duckdb == in_postgres
+    assert sum(n for _, n in in_duckdb) == 266  # every trip of the sample has a known pickup zone
+    assert len(in_duckdb) > 1
+
+
+def test_settings_are_checked_in_one_line(lake):
+    for key, value, expected in [
+        ("schema", "raw data", "'raw data' is out of range: expected a plain SQL identifier (letters, digits, _;"),
+        ("table", "{service}-trips", "'{service}-trips' is out of range: expected {service} and letters, digits, _"),
+        ("table", "trips", "'trips' is out of range: expected {service} and letters, digits, _"),
+        ("lock_wait", "-1", "-1.0 is out of range: expected 0 or more seconds"),
+    ]:
+        with luigi_settings({("duckdb", key): value}), pytest.raises(PipelineError) as raised:
+            config.duckdb()
+        assert str(raised.value).startswith(f"[duckdb] {key} {expected}")
+
+
+def test_the_tasks_of_one_file_share_one_resource(lake, tmp_path):
+    with luigi_settings({("duckdb", "path"): str(tmp_path / "w.duckdb")}):
+        tasks = [LoadToDuckDB(service=name, month=JULY) for name in ("yellow", "green")]
+        assert [t.resources for t in tasks] == [{f"duckdb:{tmp_path / 'w.duckdb'}": 1}] * 2
+
+
+def test_backfill_and_its_table_of_months_name_the_duckdb_rows(tmp_path, server):
+    serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
+    serve_zones(server)
+    config_file = write_config(tmp_path / "luigi.cfg", pipeline_settings(server, tmp_path / "lake"))
+    args = ["yellow", "2020-07", "2020-07", "--sinks", "lake,duckdb"]
+    done = luigi_command(args, config_file, program=BACKFILL)
+    assert done.returncode == 0, done.stderr
+    lines = summary_of(done.stderr)
+    assert row(lines, "yellow", "2020-07")[2:] == [
+        "done",
+        "DownloadTripData, ToParquet, LoadToDuckDB, IngestMonth",
+        "duckdb 266, lake 266",
+    ]
+    assert row(lines, "-", "-")[2:] == [
+        "done",
+        "DownloadZones, ZonesToParquet, LoadZonesToDuckDB, Backfill",
+        "duckdb 265, lake 265",
+    ]
+    again = luigi_command([*args, "--dry-run"], config_file, program=BACKFILL)
+    assert "yellow: 1 done 2020-07" in again.stdout and "yellow: 0 to run" in again.stdout, again.stdout
+
+
+def test_a_path_that_is_not_a_duckdb_file_is_one_line_and_left_alone(tmp_path):
+    warehouse = Warehouse(tmp_path / "notes.txt", "prod", "table_updates")
+    warehouse.path.write_text("not a database\n")
+    parquet = canonical(tmp_path, YELLOW, "2021-01", 100)
+    with pytest.raises(PipelineError) as raised:
+        load(warehouse, parquet, dataset=YELLOW, table="yellow_tripdata", month=month("2021-01"), lake_file="1:a")
+    assert str(raised.value).startswith(f"yellow_tripdata:2021-01: cannot open DuckDB file {warehouse.path}: ")
+    assert "\n" not in str(raised.value)
+    assert warehouse.path.read_text() == "not a database\n"
