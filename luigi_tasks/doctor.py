@@ -25,7 +25,7 @@ import luigi.configuration
 import requests
 from luigi.task_register import Register
 
-from luigi_tasks import cli, config
+from luigi_tasks import cli, config, sql
 from luigi_tasks.catalog import SERVICES, service
 from luigi_tasks.download import payload_kind, redact_url
 from luigi_tasks.errors import PipelineError
@@ -344,12 +344,12 @@ def check_postgres() -> list[Check]:
 
     The table is made in a transaction that is rolled back: the database is left as it was."""
     settings = config.postgres()
-    marker = postgres.checked_identifier(settings.marker_table, "[postgres] marker_table")
+    marker = sql.checked_identifier(settings.marker_table, "[postgres] marker_table")
     what = f"postgres {postgres.describe_dsn(settings.dsn)}"
     try:
         with postgres.connection(settings.dsn) as conn, conn.cursor() as cur:
             postgres.ensure_marker_table(cur, marker)
-            cur.execute(f"SELECT count(*) FROM {postgres.quote_ident(marker)}")
+            cur.execute(f"SELECT count(*) FROM {sql.quote_ident(marker)}")
             loads = cur.fetchone()[0]
             conn.rollback()
     except PipelineError as exc:
