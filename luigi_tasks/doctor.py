@@ -32,7 +32,7 @@ from luigi_tasks.errors import PipelineError
 from luigi_tasks.files import writer_tag
 from luigi_tasks.lake import Lake
 from luigi_tasks.lazy import lazy_module
-from luigi_tasks.parameters import named
+from luigi_tasks.parameters import named_as
 
 gcs = lazy_module("luigi_tasks.gcs")
 bigquery = lazy_module("luigi_tasks.bigquery")
@@ -552,12 +552,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scheduler-url")
     args = parser.parse_args(argv)
     try:
-        args.services = named(ServicesParameter(), "SERVICES").parse(args.services)
+        args.services = named_as(ServicesParameter(), "SERVICES").parse(args.services)
         start, stop = (
-            named(MonthParameter(), name).parse(value) for name, value in (("START", args.start), ("STOP", args.stop))
+            named_as(MonthParameter(), name).parse(value)
+            for name, value in (("START", args.start), ("STOP", args.stop))
         )
         args.months = months_between(start, stop)
-        args.sinks = named(SinksParameter(), "--sinks").parse(args.sinks)
+        args.sinks = named_as(SinksParameter(), "--sinks").parse(args.sinks)
     except (PipelineError, ValueError) as exc:
         parser.error(str(exc))
     if not args.months:

@@ -33,7 +33,7 @@ class OptionNamed:
         return DataError(f"{self.option} {value!r}: expected {expected(self)}")
 
 
-def named(parameter: luigi.Parameter, option: str) -> luigi.Parameter:
+def named_as(parameter: luigi.Parameter, option: str) -> luigi.Parameter:
     """The parameter, naming a command's own argument in its errors (as it names its option under luigi)."""
     parameter.option = option
     return parameter

@@ -24,7 +24,7 @@ from pathlib import Path
 from luigi_tasks import config
 from luigi_tasks.catalog import ZONES, Dataset, service
 from luigi_tasks.errors import DataError, PipelineError
-from luigi_tasks.parameters import named
+from luigi_tasks.parameters import named_as
 from luigi_tasks.quality import Finding, Limits, row_change
 from luigi_tasks.tasks.backfill import ServicesParameter, months_between
 from luigi_tasks.tasks.base import MonthParameter
@@ -212,11 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--html", metavar="FILE", help="also write the status as a self-contained HTML page")
     args = parser.parse_args(argv)
     try:
-        services = named(ServicesParameter(), "--services").parse(args.services)
-        start, stop = (named(MonthParameter(), f"--{o}").parse(getattr(args, o)) for o in ("start", "stop"))
+        services = named_as(ServicesParameter(), "--services").parse(args.services)
+        start, stop = (named_as(MonthParameter(), f"--{o}").parse(getattr(args, o)) for o in ("start", "stop"))
         if stop < start:
             raise DataError(f"status: --stop {stop:%Y-%m} is before --start {start:%Y-%m}")
-        sinks = named(SinksParameter(), "--sinks").parse(args.sinks)
+        sinks = named_as(SinksParameter(), "--sinks").parse(args.sinks)
         status = collect(services, start, stop, sinks, config.quality().limits())
     except (PipelineError, ValueError) as exc:
         print(f"status: {exc}" if not str(exc).startswith("status:") else str(exc), file=sys.stderr)
