@@ -140,6 +140,9 @@ class Services:
     def serve_month(self, service: str, month: dt.date, csv_gz: bytes) -> None:
         self.source.add(f"/csv/{service}/{service}_tripdata_{month:%Y-%m}.csv.gz", csv_gz)
 
+    def serve_zones(self) -> None:
+        self.source.add("/misc/taxi_zone_lookup.csv", (REPO / "tests/data/taxi_zone_lookup.csv").read_bytes())
+
     def stop(self) -> None:
         self.source.stop()
         self.gcs.stop()
@@ -158,7 +161,7 @@ def tiny_months(services: Services, work: Path, stop: dt.date) -> None:
             csv = write_trip_csv(work / f"{name}-{month:%Y-%m}.csv", dataset, month, NOOP_ROWS, seed=month.month)
             services.serve_month(name, month, gzip.compress(csv.read_bytes(), mtime=0))
         month = next_month(month)
-    services.source.add("/misc/taxi_zone_lookup.csv", (REPO / "tests/data/taxi_zone_lookup.csv").read_bytes())
+    services.serve_zones()
 
 
 def lake_bytes(env: dict[str, str], root: str) -> int:
@@ -203,6 +206,7 @@ def bench_month(services: Services, base: Path, rows: int, repeat: int) -> list[
     print(f"generating a {rows:,}-row yellow month ...", flush=True)
     csv = write_trip_csv(base / "month.csv", SERVICES["yellow"], month, rows, seed=1)
     services.serve_month("yellow", month, gzip.compress(csv.read_bytes(), compresslevel=6, mtime=0))
+    services.serve_zones()
     results = []
     for kind in ("local", "gcs"):
         name = services.bucket(f"month_{kind}")
@@ -210,6 +214,7 @@ def bench_month(services: Services, base: Path, rows: int, repeat: int) -> list[
         (base / f"m{kind}").mkdir(exist_ok=True)
         env = services.config(base / f"m{kind}" / "luigi.cfg", root, name)
         child("DownloadTripData", {"service": "yellow", "month": "2021-01"}, env)
+        child("ZonesToParquet", {}, env)  # ToParquet checks the month's location ids against it
         timings: dict[str, list[float]] = {"ToParquet": [], "LoadToPostgres": []}
         for _ in range(repeat):
             for task in timings:  # --reload: the step runs again, its inputs already in the lake

@@ -19,6 +19,7 @@ from luigi_tasks.download import redact_url
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import Lake, open_lake
 from luigi_tasks.parameters import ChoiceParameter, NamedParameterErrors
+from luigi_tasks.quality import CHECKS, DEFAULT_LEVELS, DEFAULT_MAX_AMOUNT, DEFAULT_MAX_DISTANCE, Limits
 from luigi_tasks.sql import IDENTIFIER_RULE, is_identifier
 
 COURSE_CSV_URL = (
@@ -246,6 +247,48 @@ class duckdb(_Section):  # noqa: N801
     def table_for(self, service: str | None) -> str:
         """The table of a service's trips, or of the zone lookup for None."""
         return self.zones_table if service is None else self.table.format(service=service)
+
+
+def _level(check: str, level: str) -> luigi.FloatParameter:
+    what = "of the previous month's rows" if check == "row_change" else "of the month's rows"
+    verdict = "the month is refused" if level == "fail" and check != "row_change" else f"it is flagged {level}"
+    return luigi.FloatParameter(
+        default=DEFAULT_LEVELS[check][level == "fail"],
+        description=f"Fraction {what} failing the {check} check above which {verdict}",
+    )
+
+
+class quality(_Section):  # noqa: N801
+    null_pickup_warn, null_pickup_fail = _level("null_pickup", "warn"), _level("null_pickup", "fail")
+    outside_month_warn, outside_month_fail = _level("outside_month", "warn"), _level("outside_month", "fail")
+    negative_amount_warn, negative_amount_fail = _level("negative_amount", "warn"), _level("negative_amount", "fail")
+    absurd_amount_warn, absurd_amount_fail = _level("absurd_amount", "warn"), _level("absurd_amount", "fail")
+    negative_distance_warn = _level("negative_distance", "warn")
+    negative_distance_fail = _level("negative_distance", "fail")
+    absurd_distance_warn, absurd_distance_fail = _level("absurd_distance", "warn"), _level("absurd_distance", "fail")
+    unknown_location_warn = _level("unknown_location", "warn")
+    unknown_location_fail = _level("unknown_location", "fail")
+    row_change_warn, row_change_fail = _level("row_change", "warn"), _level("row_change", "fail")
+    max_amount = luigi.FloatParameter(
+        default=DEFAULT_MAX_AMOUNT,
+        description="Dollars above which fare_amount, total_amount or base_passenger_fare is absurd",
+    )
+    max_distance = luigi.FloatParameter(
+        default=DEFAULT_MAX_DISTANCE, description="Miles above which trip_distance or trip_miles is absurd"
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for check in CHECKS:
+            warn, fail = getattr(self, f"{check}_warn"), getattr(self, f"{check}_fail")
+            check_setting(warn >= 0, f"[quality] {check}_warn", warn, "a fraction of 0 or more")
+            check_setting(fail >= warn, f"[quality] {check}_fail", fail, f"at least {check}_warn ({warn:g})")
+        check_setting(self.max_amount > 0, "[quality] max_amount", self.max_amount, "more than 0 dollars")
+        check_setting(self.max_distance > 0, "[quality] max_distance", self.max_distance, "more than 0 miles")
+
+    def limits(self) -> Limits:
+        levels = {check: (getattr(self, f"{check}_warn"), getattr(self, f"{check}_fail")) for check in CHECKS}
+        return Limits(levels, self.max_amount, self.max_distance)
 
 
 class history(_Section):  # noqa: N801

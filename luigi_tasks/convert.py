@@ -35,6 +35,7 @@ from luigi_tasks.catalog import CODE, TIME, TLC_TIME_ZONE, ColumnPlan, Dataset, 
 from luigi_tasks.download import is_gzip, payload_kind, redact_url
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.files import atomic_path, sha256_of
+from luigi_tasks.quality import Quality, QualityCounter
 
 MANIFEST_KEY = b"luigi_tasks.manifest"
 # Small blocks keep the reader's memory low; batches are regrouped into full row groups anyway.
@@ -72,6 +73,7 @@ class Manifest:
     max_pickup: str | None
     columns_filled_null: tuple[str, ...]
     columns_dropped: tuple[str, ...]
+    quality: Quality | None = None  # absent from manifests written before quality was checked
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -81,6 +83,8 @@ class Manifest:
         fields = json.loads(text)
         for key in ("columns_filled_null", "columns_dropped"):
             fields[key] = tuple(fields[key])
+        if fields.get("quality") is not None:
+            fields["quality"] = Quality.from_dict(fields["quality"])
         return cls(**fields)
 
 
@@ -105,10 +109,12 @@ def to_canonical_parquet(
     row_group_rows: int = 131_072,
     unknown_columns: str = "error",
     progress: RowProgress | None = None,
+    quality: QualityCounter | None = None,
 ) -> Manifest:
     """Convert `raw` into `dest` with the dataset's canonical schema; returns the manifest.
 
     `dest` appears only when complete. Rows whose pickup lies outside `month` are kept and counted.
+    `quality` counts the rows failing each check; a check over its fail level is a DataError (nothing is written).
     """
     where = f"{_label(dataset, month)} ({raw})"
     kind = payload_kind(raw.name)
@@ -117,6 +123,7 @@ def to_canonical_parquet(
     else:
         source = _CsvSource(raw, dataset, kind=kind, where=where, unknown_columns=unknown_columns)
     stats = _PickupStats(dataset.pickup_column, month)
+    quality = quality or QualityCounter(dataset)
     rows_out = 0
     canonical_batches = _canonical_batches(source, dataset, where)
     with _disk_full_named(where, dest), ThreadPoolExecutor(max_workers=1) as hasher, atomic_path(dest) as part:
@@ -127,6 +134,7 @@ def to_canonical_parquet(
         ) as writer:
             for table in _row_groups(canonical_batches, row_group_rows):
                 stats.add(table)
+                quality.add(table)
                 writer.write_table(table, row_group_size=row_group_rows)
                 rows_out += table.num_rows
                 if progress:
@@ -143,6 +151,7 @@ def to_canonical_parquet(
                 rows_out=rows_out,
                 columns_filled_null=tuple(c.name for c in source.plan.missing),
                 columns_dropped=tuple(source.plan.dropped),
+                quality=quality.result(_label(dataset, month), rows_out, stats.without, stats.outside),
                 **stats.summary(),
             )
             writer.add_key_value_metadata({MANIFEST_KEY: manifest.to_json()})

@@ -32,6 +32,7 @@ from luigi_tasks.errors import PipelineError
 from luigi_tasks.files import writer_tag
 from luigi_tasks.lake import Lake
 from luigi_tasks.lazy import lazy_module
+from luigi_tasks.parameters import named_as
 
 gcs = lazy_module("luigi_tasks.gcs")
 bigquery = lazy_module("luigi_tasks.bigquery")
@@ -551,12 +552,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scheduler-url")
     args = parser.parse_args(argv)
     try:
-        args.services = _named(ServicesParameter(), "SERVICES").parse(args.services)
+        args.services = named_as(ServicesParameter(), "SERVICES").parse(args.services)
         start, stop = (
-            _named(MonthParameter(), name).parse(value) for name, value in (("START", args.start), ("STOP", args.stop))
+            named_as(MonthParameter(), name).parse(value)
+            for name, value in (("START", args.start), ("STOP", args.stop))
         )
         args.months = months_between(start, stop)
-        args.sinks = _named(SinksParameter(), "--sinks").parse(args.sinks)
+        args.sinks = named_as(SinksParameter(), "--sinks").parse(args.sinks)
     except (PipelineError, ValueError) as exc:
         parser.error(str(exc))
     if not args.months:
@@ -599,12 +601,6 @@ def impatient_clouds() -> Iterator[None]:
             else:
                 parser.set("gcp", key, value)
         Register.clear_instance_cache()
-
-
-def _named(parameter: luigi.Parameter, option: str) -> luigi.Parameter:
-    """The parameter, naming this command's argument in its errors (as it names its option under luigi)."""
-    parameter.option = option
-    return parameter
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -205,11 +205,12 @@ def load(
 
 
 def loaded_months(
-    warehouse: Warehouse, dataset: Dataset, table: str, lake_files: dict[dt.date | None, str]
+    warehouse: Warehouse, dataset: Dataset, table: str, lake_files: dict[dt.date | None, str | None]
 ) -> set[dt.date | None]:
     """Months (month -> the lake file's fingerprint; None: the zones table) loaded from that very lake file whose
     rows are all still there (the table holds the count the marker recorded). One query; no file, no table, a
-    month redone in the lake since or rows deleted since: not loaded."""
+    month redone in the lake since or rows deleted since: not loaded. A fingerprint of None asks whether the
+    month is loaded from any lake file."""
     if not lake_files or not warehouse.path.exists():
         return set()  # nothing was ever loaded here (and a check does not create the file)
     ids = {update_id(table, month): month for month in lake_files}
@@ -224,7 +225,8 @@ def loaded_months(
     sql = (
         "WITH asked AS (SELECT unnest(?::VARCHAR[]) AS update_id, unnest(?::VARCHAR[]) AS lake_file,"
         " unnest(?::DATE[]) AS month)"
-        f" SELECT a.update_id FROM asked a JOIN {marker} m ON m.update_id = a.update_id AND m.lake_file = a.lake_file"
+        f" SELECT a.update_id FROM asked a JOIN {marker} m ON m.update_id = a.update_id"
+        " AND (a.lake_file IS NULL OR m.lake_file = a.lake_file)"
         f" LEFT JOIN {counts} c ON c.month IS NOT DISTINCT FROM a.month"
         " WHERE m.row_count = coalesce(c.n, 0)"
     )

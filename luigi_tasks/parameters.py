@@ -33,6 +33,12 @@ class OptionNamed:
         return DataError(f"{self.option} {value!r}: expected {expected(self)}")
 
 
+def named_as(parameter: luigi.Parameter, option: str) -> luigi.Parameter:
+    """The parameter, naming a command's own argument in its errors (as it names its option under luigi)."""
+    parameter.option = option
+    return parameter
+
+
 class ChoiceParameter(OptionNamed, luigi.ChoiceParameter):
     """luigi's ChoiceParameter, whose error names the option and lists the choices in the order given."""
 

@@ -505,7 +505,8 @@ def loaded_months(
 ) -> set[dt.date | None]:
     """Months (month -> the lake file's fingerprint) marked done from that very lake file whose rows are still
     there: the month's partition attached to the service's table (the zones table, for None). One query; a
-    dropped table, a detached partition or a month redone in the lake since is not loaded."""
+    dropped table, a detached partition or a month redone in the lake since is not loaded. A fingerprint of None
+    asks whether the month is loaded from any lake file."""
     ids = {update_id(dataset, month): month for month in lake_files}
     table = table_name(dataset) if dataset is not ZONES else "zones"
     holders = [quote_ident(table if month is None else _partition_name(table, month)) for month in ids.values()]
@@ -515,7 +516,7 @@ def loaded_months(
             cur.execute(
                 f"SELECT u.id FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(id, holder, lake_file)"
                 f" JOIN {quote_ident(marker_table)} m ON m.update_id = u.id"
-                " WHERE m.lake_file = u.lake_file AND to_regclass(u.holder) IS NOT NULL"
+                " WHERE (u.lake_file IS NULL OR m.lake_file = u.lake_file) AND to_regclass(u.holder) IS NOT NULL"
                 "  AND (to_regclass(u.holder) = to_regclass(%s)"
                 "  OR EXISTS (SELECT 1 FROM pg_inherits i"
                 "   WHERE i.inhrelid = to_regclass(u.holder) AND i.inhparent = to_regclass(%s)))",

@@ -1,4 +1,4 @@
-"""The end-of-run table: for each month, what ran, what failed and why, and the rows in each sink.
+"""The end-of-run table: for each month, what ran, what failed and why, the rows in each sink, quality warnings.
 
 Luigi's own summary groups tasks by family and names one month for several failures. This one is built
 from the tasks' events: scheduling events fire in the luigi process, run events in whichever process ran
@@ -48,6 +48,7 @@ def note(task: luigi.Task, kind: str, error: str | None = None) -> None:
         "rows": getattr(task, "rows", None),
         "sinks": list(getattr(task, "sinks", ())),
         "error": error,
+        "quality": list(getattr(task, "quality_warnings", ())),
     }
     # One short write per line in append mode: lines from several processes do not interleave.
     with _spool.open("a", encoding="utf-8") as spool:
@@ -82,6 +83,7 @@ class MonthRun:
     failed: dict[str, str] = field(default_factory=dict)  # task id -> "Family: cause"
     rows: dict[str, int] = field(default_factory=dict)  # sink -> rows written in this run
     done_before: set[str] = field(default_factory=set)  # sinks that already had the month
+    quality: list[str] = field(default_factory=list)  # quality warnings of the month converted in this run
 
     def add(self, event: dict) -> None:
         task_id, kind = event["task_id"], event["kind"]
@@ -97,6 +99,7 @@ class MonthRun:
             sink = _sink_of(event)
             if sink and event["rows"] is not None:
                 self.rows[sink] = event["rows"]
+            self.quality += event.get("quality", [])
         else:
             self.failed[task_id] = f"{event['family']}: {event['error']}"
 
@@ -144,6 +147,7 @@ def table(runs: list[MonthRun]) -> str:
     for run, values in zip(shown, cells, strict=True):
         text.append(line(values))
         text += [f"    failed: {cause}" for cause in run.failed.values()]
+        text += [f"    quality: {warning}" for warning in run.quality]
     results = Counter(r.result for r in shown if r.month)
     if results:
         months = sum(results.values())

@@ -62,8 +62,10 @@ def server() -> Iterator[SourceServer]:
 
 @pytest.fixture
 def lake(tmp_path: Path, server: SourceServer) -> Iterator[Path]:
-    """The lake root, with [tlc] pointing at the local server (csv.gz source, fast retries)."""
+    """The lake root, with [tlc] pointing at the local server (csv.gz source, fast retries), which serves the zone
+    lookup (every month's conversion checks its location ids against it)."""
     root = tmp_path / "lake"
+    serve_zones(server)
     with luigi_settings(pipeline_settings(server, root)):
         yield root
 
@@ -116,6 +118,8 @@ def pipeline_settings(server: SourceServer, root: Path, source: str = "csv") -> 
         ("tlc", "timeout"): "10",
         ("lake", "root"): str(root),
         ("history", "path"): str(root.parent / "history.sqlite"),  # beside the lake, so tests see the lake alone
+        # Tests serve one month's file as other months too: all its pickups lie outside them.
+        ("quality", "outside_month_fail"): "1",
     }
 
 
@@ -127,6 +131,10 @@ def month_path(template: str, service: str, month: str) -> str:
 def serve_csv_month(server: SourceServer, service: str, month: str, csv_bytes: bytes, **fault: object) -> str:
     """Serve a month as the course's .csv.gz; returns its URL."""
     return server.add(month_path(CSV_PATH, service, month), gzip.compress(csv_bytes, mtime=0), **fault)
+
+
+# What the zone lookup leaves in a lake: every month's conversion checks its location ids against it.
+ZONE_FILES = ["raw/zones/taxi_zone_lookup.csv", "zones/_taxi_zone_lookup.json", "zones/taxi_zone_lookup.parquet"]
 
 
 def serve_zones(server: SourceServer) -> str:

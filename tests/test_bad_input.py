@@ -21,6 +21,7 @@ from luigi_tasks.synthetic import write_trip_csv
 from luigi_tasks.tasks.gcs import checked_prefix
 from tests.conftest import (
     DATA,
+    ZONE_FILES,
     files_under,
     luigi_command,
     luigi_settings,
@@ -230,7 +231,7 @@ def test_a_refused_raw_file_is_moved_aside_and_the_next_run_downloads_it_afresh(
         _, failures = run_tasks(task)
         [error] = failures.values()
         in_lake = config.lake().open()
-        [kept] = in_lake.list("")
+        [kept] = [key for key in in_lake.list("") if key not in ZONE_FILES]
         assert re.fullmatch(r"raw/_refused/yellow/\d{8}T\d{6}Z_yellow_tripdata_2020-07\.csv\.gz", kept)
         assert str(error).endswith(
             ": line 5: column passenger_count: 'abc' is not an integer (int64); "
@@ -242,12 +243,13 @@ def test_a_refused_raw_file_is_moved_aside_and_the_next_run_downloads_it_afresh(
         assert failures == {}
         assert server.requests["/csv/yellow/yellow_tripdata_2020-07.csv.gz"] == 2
         assert in_lake.entry("yellow/2020/yellow_tripdata_2020-07.parquet").manifest.rows_out == 266
-        assert sorted(in_lake.list("")) == [
+        assert sorted(in_lake.list("")) == sorted([
             kept,  # still there to be looked at
             "raw/yellow/yellow_tripdata_2020-07.csv.gz",
             "yellow/2020/_yellow_tripdata_2020-07.json",
             "yellow/2020/yellow_tripdata_2020-07.parquet",
-        ]
+            *ZONE_FILES,
+        ])  # fmt: skip
         assert in_lake.read_bytes(kept) == bad  # (pyarrow decompresses a .gz it reads)
 
 

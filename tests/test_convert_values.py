@@ -15,7 +15,17 @@ from luigi_tasks.catalog import FHV, TIME, YELLOW
 from luigi_tasks.convert import read_manifest, to_canonical_parquet
 from luigi_tasks.errors import DataError
 from luigi_tasks.synthetic import write_trip_csv
-from tests.conftest import PARQUET_PATH, files_under, luigi_settings, month, month_path, run_tasks
+from tests.conftest import (
+    PARQUET_PATH,
+    ZONE_FILES,
+    ZONES_PATH,
+    files_under,
+    luigi_settings,
+    month,
+    month_path,
+    run_tasks,
+    serve_zones,
+)
 
 NEW_YORK = "America/New_York"
 
@@ -86,7 +96,9 @@ def test_zone_aware_parquet_through_the_graph(tmp_path, server):
     sink = pa.BufferOutputStream()
     pq.write_table(_zoned(canonical, "us", "UTC"), sink)
     server.add(month_path(PARQUET_PATH, "yellow", "2021-01"), sink.getvalue().to_pybytes())
+    serve_zones(server)
     settings = {
+        ("tlc", "zones_url"): server.base_url + ZONES_PATH,
         ("tlc", "source"): "parquet",
         ("tlc", "parquet_url"): server.base_url + PARQUET_PATH,
         ("lake", "root"): str(tmp_path / "lake"),
@@ -98,11 +110,12 @@ def test_zone_aware_parquet_through_the_graph(tmp_path, server):
         assert failures == {} and result.status == luigi.LuigiStatusCode.SUCCESS
         assert pq.read_table(task.output().path).equals(canonical)
         assert read_manifest(task.output().path).rows_out == 2_000
-    assert files_under(tmp_path / "lake") == [
+    assert files_under(tmp_path / "lake") == sorted([
         "raw/yellow/yellow_tripdata_2021-01.parquet",
         "yellow/2021/_yellow_tripdata_2021-01.json",
         "yellow/2021/yellow_tripdata_2021-01.parquet",
-    ]
+        *ZONE_FILES,
+    ])  # fmt: skip
 
 
 BIG = 2**53 + 1  # 9007199254740993: the first integer a float64 cannot hold

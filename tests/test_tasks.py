@@ -18,6 +18,7 @@ from tests.conftest import (
     DATA,
     PARQUET_PATH,
     REPO,
+    ZONE_FILES,
     files_under,
     luigi_command,
     luigi_settings,
@@ -72,13 +73,14 @@ def test_convert_again_without_downloading_when_only_the_parquet_is_gone(lake, s
     (lake / "yellow/2020/yellow_tripdata_2020-07.parquet").unlink()
     result, _ = run_tasks(ToParquet(service="yellow", month=month("2020-07")))
     assert result.scheduling_succeeded
-    assert server.total_requests() == 1
+    assert server.total_requests() == 2  # the month and the zone lookup, once each
     assert (lake / "yellow/2020/yellow_tripdata_2020-07.parquet").exists()
 
 
 def test_parquet_source_and_csv_source_give_the_same_schema(tmp_path, server):
     csv_lake, parquet_lake = tmp_path / "csv", tmp_path / "parquet"
     serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
+    serve_zones(server)
     with luigi_settings(pipeline_settings(server, csv_lake)):
         run_tasks(ToParquet(service="yellow", month=month("2020-07")))
     # The TLC's parquet for the same month: take what the CSV gave, in the TLC's own spelling.
@@ -91,11 +93,12 @@ def test_parquet_source_and_csv_source_give_the_same_schema(tmp_path, server):
     with luigi_settings(pipeline_settings(server, parquet_lake, source="parquet")):
         result, failures = run_tasks(ToParquet(service="yellow", month=month("2020-07")))
     assert failures == {}
-    assert files_under(parquet_lake) == [
+    assert files_under(parquet_lake) == sorted([
         "raw/yellow/yellow_tripdata_2020-07.parquet",
         "yellow/2020/_yellow_tripdata_2020-07.json",
         "yellow/2020/yellow_tripdata_2020-07.parquet",
-    ]
+        *ZONE_FILES,
+    ])  # fmt: skip
     csv_month, parquet_month = (pq.read_table(root / "yellow/2020/yellow_tripdata_2020-07.parquet")
                                 for root in (csv_lake, parquet_lake))  # fmt: skip
     assert parquet_month.equals(csv_month)
@@ -108,7 +111,7 @@ def test_not_published_month_fails_with_its_url_and_leaves_nothing(lake, server)
     url = server.base_url + "/csv/yellow/yellow_tripdata_2031-01.csv.gz"
     [error] = failures.values()
     assert str(error) == f"yellow 2031-01 is not published at {url} (HTTP 404)"
-    assert files_under(lake) == []
+    assert files_under(lake) == ZONE_FILES
 
 
 def test_unknown_column_fails_the_month_naming_it(lake, server):
@@ -118,7 +121,7 @@ def test_unknown_column_fails_the_month_naming_it(lake, server):
     _, failures = run_tasks(ToParquet(service="yellow", month=month("2020-07")))
     [error] = failures.values()
     assert str(error).startswith(f"yellow 2020-07 ({url}): unknown column 'surge_fee'")
-    assert files_under(lake) == []
+    assert files_under(lake) == ZONE_FILES
 
 
 def test_bad_parameters_are_refused_before_anything_runs():

@@ -127,3 +127,8 @@ class BigQuerySink:
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
         """One query counting the rows of every month, compared with the manifests' row counts."""
         return _done(dataset, entries)
+
+    def held(self, dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
+        """Months with rows in the table, however many: one query."""
+        counts = _counts(dataset)
+        return {month for month in months if counts.get(month)}

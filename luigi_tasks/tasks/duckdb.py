@@ -104,3 +104,7 @@ class DuckDBSink:
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
         """One query on the marker table and the table's month counts for every month asked about."""
         return _loaded(dataset, entries)
+
+    def held(self, dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
+        """Months loaded from any lake file, their rows all there: one query."""
+        return loaded_months(_warehouse(), dataset, _table(dataset), dict.fromkeys(months))

@@ -16,7 +16,7 @@ from luigi_tasks.errors import DataError
 from luigi_tasks.lake import LakeEntry, canonical_key
 from luigi_tasks.lazy import lazy_module
 from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
-from luigi_tasks.tasks.lake import lake_is_on, lake_task, say_mirror_adds_nothing
+from luigi_tasks.tasks.lake import lake_entries, lake_is_on, lake_task, say_mirror_adds_nothing
 
 gcs = lazy_module("luigi_tasks.gcs")
 
@@ -123,3 +123,12 @@ class GcsSink:
             if (stored_print := stored.get(names[month])) is not None
             and (stored_print.size, stored_print.crc32c) == (entry.file.size, entry.file.crc32c)
         }
+
+    def held(self, dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
+        """Months with an object in the mirror, whatever its bytes: one listing."""
+        if lake_is_on("gcs"):
+            return set(lake_entries(dataset, months))
+        settings = config.gcp()
+        folder = mirror_name(checked_prefix(settings.prefix, "[gcp] prefix"), dataset.name)
+        stored = gcs.stored_fingerprints(gcs.client(settings), settings.bucket, folder + "/")
+        return {month for month in months if object_name(canonical_key(dataset, month)) in stored}

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 
 import luigi
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from luigi_tasks import config
 from luigi_tasks.catalog import Dataset, plan_columns
@@ -20,6 +22,7 @@ from luigi_tasks.download import download, payload_kind, redact_url
 from luigi_tasks.errors import DataError
 from luigi_tasks.files import fingerprints_of
 from luigi_tasks.lake import Lake, LakeEntry, canonical_key, entry_key, raw_key, refused_key
+from luigi_tasks.quality import QualityCounter
 from luigi_tasks.tasks.base import MonthTask, PipelineTask, ReloadableTask, ZonesTask, log, unless_done
 
 
@@ -126,13 +129,20 @@ class _Convert(ReloadableTask):
 
     dataset: Dataset
     month: dt.date | None
+    quality_warnings: tuple[str, ...] = ()
+
+    def download(self) -> _Download:
+        raise NotImplementedError
 
     def output(self) -> CanonicalTarget:
         return CanonicalTarget(config.lake().open(), canonical_key(self.dataset, self.month))
 
+    def quality_counter(self) -> QualityCounter:
+        return QualityCounter(self.dataset)
+
     @unless_done
     def run(self) -> None:
-        target, raw = self.output(), self.input()
+        target, raw = self.output(), self.download().output()
         lake = target.lake
         lake.delete(entry_key(target.key))  # the month is not done while its file is being replaced
         refused = _moved_aside_if_refused(lake, raw.key)
@@ -142,10 +152,11 @@ class _Convert(ReloadableTask):
                 dest,
                 dataset=self.dataset,
                 month=self.month,
-                source_url=self.requires().url,
+                source_url=self.download().url,
                 row_group_rows=config.lake().row_group_rows,
                 unknown_columns=config.tlc().unknown_columns,
                 progress=self.progress_reporter(unit="rows", scale=1),
+                quality=self.quality_counter(),
             )
             fingerprints = fingerprints_of(dest)
         lake.write_entry(target.key, LakeEntry(manifest, fingerprints))
@@ -155,6 +166,9 @@ class _Convert(ReloadableTask):
             summary += f", {manifest.rows_outside_month:,} with pickup outside the month"
         self.set_status_message(summary)
         log.info("%s: %s -> %s", target.path, summary, raw.key.rpartition("/")[2])
+        self.quality_warnings = tuple(f.text() for f in manifest.quality.findings) if manifest.quality else ()
+        for warning in self.quality_warnings:
+            log.warning("%s: quality: %s", self.label, warning)
         if not config.lake().keep_raw:
             lake.delete(raw.key)
 
@@ -163,19 +177,37 @@ class ToParquet(MonthTask, _Convert):
     """Converts one downloaded month into {lake}/{service}/{year}/{service}_tripdata_{year}-{month}.parquet.
 
     The file has the catalogue's schema for the service; its manifest is in the footer metadata and, with
-    the file's fingerprints, in _{service}_tripdata_{year}-{month}.json beside it. A raw file it refuses is
-    moved to {lake}/raw/_refused/{service}/, so the next run downloads the month again.
+    the file's fingerprints, in _{service}_tripdata_{year}-{month}.json beside it. The manifest holds the rows
+    failing each quality check (location ids against the lake's zone lookup); a month over a [quality] fail
+    level is refused and nothing of it is published. A raw file it refuses is moved to
+    {lake}/raw/_refused/{service}/, so the next run downloads the month again.
     """
 
-    def requires(self) -> DownloadTripData:
+    def download(self) -> DownloadTripData:
         return DownloadTripData(service=self.service, month=self.month)
+
+    def requires(self) -> dict[str, luigi.Task]:
+        # The zone lookup in the lake is what the month's location ids are checked against.
+        return {"raw": self.download(), "zones": ZonesToParquet()}
+
+    def quality_counter(self) -> QualityCounter:
+        return QualityCounter(self.dataset, config.quality().limits(), zone_ids(self.input()["zones"]))
 
 
 class ZonesToParquet(ZonesTask, _Convert):
     """Writes the zone lookup to {lake}/zones/taxi_zone_lookup.parquet ("NA" and "N/A" stay strings)."""
 
-    def requires(self) -> DownloadZones:
+    def download(self) -> DownloadZones:
         return DownloadZones()
+
+    def requires(self) -> DownloadZones:
+        return self.download()
+
+
+def zone_ids(zones: CanonicalTarget) -> pa.Array:
+    """The LocationIDs of the lake's zone lookup (a few hundred values: the file is read whole)."""
+    with zones.lake.open_input(zones.key) as file:
+        return pq.read_table(file, columns=["LocationID"]).column("LocationID").combine_chunks()
 
 
 def lake_file(entry: LakeEntry) -> str:
@@ -210,6 +242,9 @@ class LakeSink:
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
         """`entries` are the lake's complete files, found by one listing: those are done."""
         return set(entries)
+
+    def held(self, dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
+        return set(lake_entries(dataset, months))
 
 
 def lake_entries(dataset: Dataset, months: list[dt.date | None]) -> dict[dt.date | None, LakeEntry]:

@@ -27,14 +27,17 @@ class PostgresMonthTarget(luigi.Target):
     def exists(self) -> bool:
         entry = self.source.entry()
         # Asked even when the lake has no file yet: an unreachable database fails the check before any work.
-        return bool(_loaded(self.dataset, {} if entry is None else {self.month: entry}))
+        return bool(_loaded_from(self.dataset, {} if entry is None else {self.month: entry}))
 
 
-def _loaded(dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
+def _loaded(dataset: Dataset, lake_files: dict[dt.date | None, str | None]) -> set[dt.date | None]:
     settings = config.postgres()
     marker_table = checked_identifier(settings.marker_table, "[postgres] marker_table")
-    lake_files = {month: lake_file(entry) for month, entry in entries.items()}
     return loaded_months(settings.dsn, marker_table, dataset, lake_files)
+
+
+def _loaded_from(dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
+    return _loaded(dataset, {month: lake_file(entry) for month, entry in entries.items()})
 
 
 class _LoadToPostgres(ReloadableTask):
@@ -105,4 +108,8 @@ class PostgresSink:
 
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
         """One query on the marker table and the catalogue for every month asked about."""
-        return _loaded(dataset, entries)  # asked even for no month: an unreachable sink fails at once
+        return _loaded_from(dataset, entries)  # asked even for no month: an unreachable sink fails at once
+
+    def held(self, dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
+        """Months loaded from any lake file: one query on the marker table."""
+        return _loaded(dataset, dict.fromkeys(months))

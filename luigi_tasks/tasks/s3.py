@@ -16,7 +16,7 @@ from luigi_tasks.lake import LakeEntry, canonical_key
 from luigi_tasks.lazy import lazy_module
 from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
 from luigi_tasks.tasks.gcs import checked_prefix, mirror_name, object_name
-from luigi_tasks.tasks.lake import lake_is_on, lake_task, say_mirror_adds_nothing
+from luigi_tasks.tasks.lake import lake_entries, lake_is_on, lake_task, say_mirror_adds_nothing
 
 gcs = lazy_module("luigi_tasks.gcs")
 s3 = lazy_module("luigi_tasks.s3")
@@ -127,3 +127,10 @@ class S3Sink:
             for month, entry in entries.items()
             if stored.get(s3_key(canonical_key(dataset, month))) == (entry.file.size, entry.file.s3_etag)
         }
+
+    def held(self, dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
+        """Months with an object in the mirror, whatever its bytes: one listing."""
+        if lake_is_on("s3"):
+            return set(lake_entries(dataset, months))
+        stored = s3.stored_etags(s3.client(), config.s3().bucket, s3_key(dataset.name) + "/")
+        return {month for month in months if s3_key(canonical_key(dataset, month)) in stored}

@@ -37,6 +37,10 @@ class Sink(Protocol):
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
         """Which of the lake's complete files (month -> entry; None for the zone lookup) are here, current."""
 
+    def held(self, dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
+        """Which of these months are here from whichever lake file (one round trip): a month held but not done
+        is out of date (the lake's file was redone since)."""
+
 
 SINKS: dict[str, Sink] = {
     sink.name: sink for sink in (LakeSink(), PostgresSink(), DuckDBSink(), GcsSink(), BigQuerySink(), S3Sink())

@@ -1,0 +1,234 @@
+"""What is where: every month of the services asked for, in each sink, with its rows and quality warnings.
+
+    python -m luigi_tasks.status --services yellow,green --start 2019-01 --stop 2020-12 --sinks lake,postgres
+    bin/status yellow,green 2019-01 2020-12 [--sinks lake,postgres] [--json] [--html status.html]
+
+Asked of the lake's manifests and of each sink's bulk checks only (one listing or query per sink and service,
+as a backfill asks), never of a data file nor of any machine's run history. A month is `done` in a sink that
+holds it from the lake's current file, `out of date` in one that holds it from an earlier file (the lake's month
+was redone since), `missing` where it is not. Quality warnings are the ones recorded when the month was converted,
+and the change of its row count from the previous month, judged by [quality] row_change_warn and _fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import html
+import json
+import os
+import sys
+from pathlib import Path
+
+from luigi_tasks import config
+from luigi_tasks.catalog import ZONES, Dataset, service
+from luigi_tasks.errors import DataError, PipelineError
+from luigi_tasks.parameters import named_as
+from luigi_tasks.quality import Finding, Limits, row_change
+from luigi_tasks.tasks.backfill import ServicesParameter, months_between
+from luigi_tasks.tasks.base import MonthParameter
+from luigi_tasks.tasks.ingest import SinksParameter
+from luigi_tasks.tasks.sinks import SINKS, done_by_sink
+
+DONE, OUT_OF_DATE, MISSING = "done", "out of date", "missing"
+STATES = (DONE, OUT_OF_DATE, MISSING)
+
+
+@dataclasses.dataclass(frozen=True)
+class MonthStatus:
+    """One month of one service: its rows in the lake (None: no complete file), its state in each sink, and its
+    quality findings."""
+
+    service: str
+    month: str
+    rows: int | None
+    sinks: dict[str, str]
+    quality: tuple[Finding, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    services: tuple[str, ...]
+    start: str
+    stop: str
+    sinks: tuple[str, ...]
+    months: list[MonthStatus]
+    zones: dict[str, str]  # sink -> state of the zone lookup
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+
+def states(dataset: Dataset, months: list[dt.date | None], sinks: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
+    """The lake's entries of these months and, per sink, each month's state: two bulk checks per sink."""
+    entries, done = done_by_sink(dataset, months, sinks)
+    found = {}
+    for sink in sinks:
+        held = SINKS[sink].held(dataset, months)
+        found[sink] = {m: DONE if m in done[sink] else OUT_OF_DATE if m in held else MISSING for m in months}
+    return entries, found
+
+
+def collect(services: tuple[str, ...], start: dt.date, stop: dt.date, sinks: tuple[str, ...], limits: Limits) -> Status:
+    """The status of every published month from start to stop of each service, in each sink."""
+    rows: list[MonthStatus] = []
+    for name in services:
+        dataset = service(name)
+        first = dataset.first_month or start
+        months = [m for m in months_between(start, stop) if m >= first]
+        if not months:
+            continue
+        before = _previous_month(months[0])
+        # The month before the range is asked too: the first month's row change needs its count.
+        asked = ([before] if before >= first else []) + months
+        entries, found = states(dataset, asked, sinks)
+        for month in months:
+            entry = entries.get(month)
+            findings = list(entry.manifest.quality.findings) if entry and entry.manifest.quality else []
+            previous = entries.get(_previous_month(month))
+            if entry and previous:
+                change = row_change(entry.manifest.rows_out, previous.manifest.rows_out, limits)
+                findings += [change] if change else []
+            rows.append(MonthStatus(name, f"{month:%Y-%m}", entry.manifest.rows_out if entry else None,
+                                    {sink: found[sink][month] for sink in sinks}, tuple(findings)))  # fmt: skip
+    zones = {sink: by_month[None] for sink, by_month in states(ZONES, [None], sinks)[1].items()}
+    return Status(services, f"{start:%Y-%m}", f"{stop:%Y-%m}", sinks, rows, zones)
+
+
+def _previous_month(month: dt.date) -> dt.date:
+    return dt.date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
+
+
+def text(status: Status) -> str:
+    """The matrix as a person reads it in a terminal: one line per month, a state per sink, then its warnings."""
+    header = ("service", "month", "rows", *status.sinks)
+    cells = [(m.service, m.month, f"{m.rows:,}" if m.rows is not None else "-", *m.sinks.values())
+             for m in status.months]  # fmt: skip
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+
+    def line(values: tuple[str, ...]) -> str:
+        padded = [v.rjust(w) if i == 2 else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))]
+        return "  ".join(padded).rstrip()  # rows right-aligned, the rest left
+
+    lines = [f"luigi_tasks status {status.start}..{status.stop}", line(header)]
+    for month, values in zip(status.months, cells, strict=True):
+        lines.append(line(values))
+        lines += [f"    quality: {finding.text()}" for finding in month.quality]
+    lines.append("zone lookup: " + ", ".join(f"{sink} {state}" for sink, state in status.zones.items()))
+    lines += [f"{name}: {tally(status, name)}" for name in status.services]
+    return "\n".join(lines)
+
+
+def tally(status: Status, name: str) -> str:
+    """'4 months; lake 3 done, 1 missing; ...; 2 with quality warnings' for one service."""
+    months = [m for m in status.months if m.service == name]
+    counts = [f"{sink} " + ", ".join(f"{n} {state}" for state in STATES
+                                     if (n := sum(m.sinks[sink] == state for m in months)))
+              for sink in status.sinks]  # fmt: skip
+    warned = sum(bool(m.quality) for m in months)
+    return f"{len(months)} months; " + "; ".join(counts) + f"; {warned} with quality warnings"
+
+
+_COLOURS = {DONE: "#2e7d32", OUT_OF_DATE: "#f9a825", MISSING: "#c62828"}
+_LEVEL_COLOURS = {"warn": "#f9a825", "fail": "#c62828"}
+_STYLE = """
+body { font: 14px system-ui, sans-serif; margin: 24px; color: #222; }
+h1 { font-size: 20px; } h2 { font-size: 16px; margin-top: 28px; }
+.legend span { display: inline-block; padding: 2px 10px; margin-right: 8px; border-radius: 3px; color: #fff; }
+.grid { border-collapse: collapse; }
+.grid th, .grid td { border: 1px solid #fff; padding: 4px 6px; text-align: center; white-space: nowrap; }
+.grid th { background: #eee; font-weight: 600; }
+.grid th.sink { text-align: right; }
+.grid td.cell { color: #fff; min-width: 56px; font-variant-numeric: tabular-nums; }
+.grid td.flag { font-size: 12px; vertical-align: top; }
+.flag span { display: inline-block; padding: 1px 5px; border-radius: 3px; color: #fff; }
+.scroll { overflow-x: auto; }
+ul.findings { margin: 6px 0; padding-left: 20px; }
+"""
+
+
+def page(status: Status) -> str:
+    """A self-contained HTML page: per service, a grid of months by sink coloured by state, with the row counts,
+    a row of quality flags, and the findings listed below. No script, no external asset."""
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>luigi_tasks status {esc(status.start)}..{esc(status.stop)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>luigi_tasks status {esc(status.start)}..{esc(status.stop)}</h1>",
+        '<p class="legend">'
+        + "".join(f'<span style="background:{c}">{esc(s)}</span>' for s, c in _COLOURS.items())
+        + "</p>",
+    ]
+    for name in status.services:
+        months = [m for m in status.months if m.service == name]
+        if not months:
+            continue
+        parts.append(f'<h2 id="{esc(name)}">{esc(name)}</h2><p>{esc(tally(status, name))}</p>')
+        parts.append('<div class="scroll"><table class="grid">')
+        parts.append("<tr><th></th>" + "".join(f"<th>{esc(m.month)}</th>" for m in months) + "</tr>")
+        for sink in status.sinks:
+            cells = []
+            for m in months:
+                state = m.sinks[sink]
+                shown = _short(m.rows) if state == DONE and m.rows is not None else state
+                tip = f"{name} {m.month} {sink}: {state}" + (f", {m.rows:,} rows" if m.rows is not None else "")
+                cells.append(f'<td class="cell" style="background:{_COLOURS[state]}" title="{esc(tip)}"'
+                             f' data-state="{esc(state)}">{esc(shown)}</td>')  # fmt: skip
+            parts.append(f'<tr><th class="sink">{esc(sink)}</th>' + "".join(cells) + "</tr>")
+        flags = []
+        for m in months:
+            marks = "".join(
+                f'<span style="background:{_LEVEL_COLOURS[f.level]}" title="{esc(f.text())}">{esc(f.check)}</span><br>'
+                for f in m.quality
+            )
+            flags.append(f'<td class="flag">{marks}</td>')
+        parts.append('<tr><th class="sink">quality</th>' + "".join(flags) + "</tr></table></div>")
+        findings = [f"<li>{esc(m.month)}: {esc(f.text())}</li>" for m in months for f in m.quality]
+        if findings:
+            parts.append('<ul class="findings">' + "".join(findings) + "</ul>")
+    zones = ", ".join(f"{sink} {state}" for sink, state in status.zones.items())
+    parts.append(f"<p>zone lookup: {esc(zones)}</p></body></html>")
+    return "\n".join(parts)
+
+
+def _short(rows: int) -> str:
+    """1,234,567 -> 1.2M: the grid's cells stay narrow; the exact count is in the cell's title."""
+    for limit, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if rows >= limit:
+            return f"{rows / limit:.1f}{suffix}"
+    return str(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Which months of which services are in which sinks.")
+    parser.add_argument("--services", default="all", help="comma-separated services, or all (default)")
+    parser.add_argument("--start", required=True, help="first month, YYYY-MM")
+    parser.add_argument("--stop", default="latest", help="last month, YYYY-MM or latest (default)")
+    parser.add_argument("--sinks", default="lake", help="comma-separated sinks: " + ", ".join(SINKS))
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--html", metavar="FILE", help="also write the status as a self-contained HTML page")
+    args = parser.parse_args(argv)
+    try:
+        services = named_as(ServicesParameter(), "--services").parse(args.services)
+        start, stop = (named_as(MonthParameter(), f"--{o}").parse(getattr(args, o)) for o in ("start", "stop"))
+        if stop < start:
+            raise DataError(f"status: --stop {stop:%Y-%m} is before --start {start:%Y-%m}")
+        sinks = named_as(SinksParameter(), "--sinks").parse(args.sinks)
+        status = collect(services, start, stop, sinks, config.quality().limits())
+    except (PipelineError, ValueError) as exc:
+        print(f"status: {exc}" if not str(exc).startswith("status:") else str(exc), file=sys.stderr)
+        return 2 if isinstance(exc, (DataError, ValueError)) else 1
+    if args.html:
+        Path(args.html).write_text(page(status), encoding="utf-8")
+    try:
+        print(status.to_json() if args.json else text(status), flush=True)
+    except BrokenPipeError:  # `| head` closed the pipe: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
