@@ -661,9 +661,9 @@ def goal_checks(summaries: list[Summary]) -> list[str]:
     lines = []
     if PSQL in by_method:
         lines.append(
-            f"- wall {_x(subject.psql_ratio)} psql \\copy's (goal ≤ {GOAL_PSQL_RATIO:.1f}x):"
-            f" {verdict(subject.psql_ratio <= GOAL_PSQL_RATIO)}"
-            f" (whole processes, interpreter start-up and imports included: {_x(subject.process_psql_ratio)})"
+            f"- whole process (interpreter start-up and imports included) {_x(subject.process_psql_ratio)}"
+            f" psql \\copy's (goal ≤ {GOAL_PSQL_RATIO:.1f}x): {verdict(subject.process_psql_ratio <= GOAL_PSQL_RATIO)}"
+            f" (the load alone: {_x(subject.psql_ratio)})"
         )
     if ZOOMCAMP in by_method:
         lines.append(
