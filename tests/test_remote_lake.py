@@ -276,7 +276,7 @@ def test_two_machines_share_one_backfill_through_luigid_and_a_gcs_lake(
             for home, env in machines]  # fmt: skip
     outputs = finish(runs, timeout=120)
     for run, output in zip(runs, outputs, strict=True):
-        assert run.returncode in (0, 25), output[-3000:]
+        assert run.returncode in (0, 10, 25), output[-3000:]  # see test_two_workers_on_one_backfill_do_each_month_once
 
     recorded = [r for home, _ in machines for r in history.runs(home / "state/history.sqlite", limit=1000)]
     assert [r for r in recorded if r["status"] not in ("DONE", "SKIPPED")] == []
