@@ -14,7 +14,7 @@ import pytest
 
 from luigi_tasks.catalog import YELLOW
 from luigi_tasks.synthetic import write_trip_csv
-from tests.conftest import REPO, command_env, month, pipeline_settings, serve_csv_month, write_config
+from tests.conftest import REPO, command_env, month, pipeline_settings, serve_csv_month, serve_zones, write_config
 
 COMMAND = ["--module", "luigi_tasks", "ToParquet", "--service", "yellow", "--month", "2021-01", "--local-scheduler"]
 
@@ -24,6 +24,7 @@ def month_served(server, tmp_path) -> Path:
     """A 300,000-row month (about 10 MiB of csv.gz: several download chunks and row groups), and a config."""
     csv = write_trip_csv(tmp_path / "trips.csv", YELLOW, month("2021-01"), 300_000, seed=5)
     serve_csv_month(server, "yellow", "2021-01", csv.read_bytes())
+    serve_zones(server)  # every conversion checks location ids against the lake's zone lookup
     assert len(gzip.compress(csv.read_bytes())) > 3 * 2**20
     return tmp_path
 

@@ -88,7 +88,7 @@ def test_status_mistakes_are_one_line(four_months):
     unknown = status(four_months, "--sinks", "lake,warehouse")
     assert unknown.returncode == 2
     assert unknown.stderr == (
-        "status: --sinks 'lake,warehouse': expected one or more of lake, postgres, gcs, bigquery, s3, duckdb,"
+        "status: --sinks 'lake,warehouse': expected one or more of lake, postgres, duckdb, gcs, bigquery, s3,"
         " separated by commas\n"
     )
 
