@@ -18,14 +18,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, Dataset
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.sql import column_problems, quote_ident
+
+if TYPE_CHECKING:
+    import duckdb
 
 _DUCKDB_TYPES = {CODE: "BIGINT", AMOUNT: "DOUBLE", TIME: "TIMESTAMP", TEXT: "VARCHAR"}
 _SETTINGS = {
@@ -72,6 +75,10 @@ def connection(warehouse: Warehouse, *, read_only: bool, what: str) -> Iterator[
 
     `what` names the month for messages. Errors are one line naming the file.
     """
+    # Imported here: DuckDB's client adds ~30 MB to every process that imports it (and pandas when installed),
+    # and most tasks (download, conversion, other sinks) never open the warehouse.
+    import duckdb
+
     path = warehouse.path
     deadline = time.monotonic() + warehouse.lock_wait
     while True:
@@ -230,6 +237,8 @@ def loaded_months(
         f" LEFT JOIN {counts} c ON c.month IS NOT DISTINCT FROM a.month"
         " WHERE m.row_count = coalesce(c.n, 0)"
     )
+    import duckdb
+
     with connection(warehouse, read_only=True, what=f"checking {table}") as conn:
         try:
             rows = conn.execute(sql, [list(ids), list(lake_files.values()), list(lake_files)]).fetchall()
