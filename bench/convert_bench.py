@@ -5,6 +5,7 @@ Methods compared, on the same seeded inputs:
   luigi     luigi_tasks.convert.to_canonical_parquet, what the ToParquet task runs (streaming)
   zoomcamp  pyarrow.csv.read_csv of the whole file, then pyarrow.parquet.write_table
             (the DataTalksClub zoomcamp DAG's format_to_parquet)
+  zoomcamp-system  the same with Arrow's system allocator instead of its default (mimalloc)
   pandas    pandas.read_csv, then DataFrame.to_parquet (pyarrow engine)
   duckdb    DuckDB's COPY (SELECT * FROM read_csv(...)) TO ... (FORMAT parquet)
   polars    polars.scan_csv(...).sink_parquet(...) (streaming)
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import shlex
@@ -58,11 +60,14 @@ DOCS_PATH = REPO / "docs" / "benchmarks.md"
 METHODS = {
     "luigi": "luigi_tasks ToParquet",
     "zoomcamp": "zoomcamp way",
+    "zoomcamp-system": "zoomcamp way, system allocator",
     "pandas": "pandas",
     "duckdb": "DuckDB COPY",
     "polars": "polars sink_parquet",
 }
-BASELINE = "zoomcamp"
+# The goal is judged against the faster of the two: on a host whose memory is fragmented, Arrow's default allocator
+# (mimalloc) can spend seconds in the kernel faulting in the zoomcamp way's 600 MB, which is the host's doing.
+BASELINES = ("zoomcamp", "zoomcamp-system")
 SUBJECT = "luigi"
 
 GOAL_WALL_RATIO = 0.8
@@ -84,9 +89,13 @@ def _prepare_luigi(src: Path, dest: Path) -> Callable[[], None]:
     return run
 
 
-def _prepare_zoomcamp(src: Path, dest: Path) -> Callable[[], None]:
+def _prepare_zoomcamp(src: Path, dest: Path, *, system_allocator: bool = False) -> Callable[[], None]:
+    import pyarrow as pa
     import pyarrow.csv as pv
     import pyarrow.parquet as pq
+
+    if system_allocator:
+        pa.set_memory_pool(pa.system_memory_pool())
 
     def run() -> None:
         table = pv.read_csv(str(src))
@@ -128,6 +137,7 @@ def _prepare_polars(src: Path, dest: Path) -> Callable[[], None]:
 PREPARE: dict[str, Callable[[Path, Path], Callable[[], None]]] = {
     "luigi": _prepare_luigi,
     "zoomcamp": _prepare_zoomcamp,
+    "zoomcamp-system": functools.partial(_prepare_zoomcamp, system_allocator=True),
     "pandas": _prepare_pandas,
     "duckdb": _prepare_duckdb,
     "polars": _prepare_polars,
@@ -263,7 +273,10 @@ def summarise(runs: list[Run]) -> list[Summary]:
                 runs=len(group),
             )
         )
-    baselines = {s.input.path: s for s in summaries if s.method == BASELINE}
+    baselines: dict[Path, Summary] = {}
+    for s in summaries:
+        if s.method in BASELINES and (s.input.path not in baselines or s.wall_s < baselines[s.input.path].wall_s):
+            baselines[s.input.path] = s
     for summary in summaries:
         baseline = baselines.get(summary.input.path)
         if baseline:
@@ -279,7 +292,7 @@ def _ratio(value: float) -> str:
 def results_table(summaries: list[Summary]) -> str:
     header = (
         "| input | method | wall s (median) | wall s (min–max) | process wall s | peak RSS MB (max)"
-        " | RSS after imports MB | wall vs zoomcamp | RSS vs zoomcamp | Parquet MB |"
+        " | RSS after imports MB | wall vs zoomcamp (faster) | RSS vs the same | Parquet MB |"
     )
     lines = [header, "|" + "---|" * 10]
     for s in summaries:
@@ -358,7 +371,7 @@ def docs_text(summaries: list[Summary], command: str, env: dict[str, str], args:
 
 ## CSV to Parquet: ToParquet against the usual ways
 
-Converting one month of yellow-taxi trips from CSV to Parquet, five ways:
+Converting one month of yellow-taxi trips from CSV to Parquet, five ways (one of them twice):
 
 - **luigi_tasks ToParquet**: `luigi_tasks.convert.to_canonical_parquet`, what the `ToParquet` task runs. It parses
   the CSV in pieces cut at line ends, on all cores while the previous piece is encoded, casts to the catalogue's
@@ -367,6 +380,11 @@ Converting one month of yellow-taxi trips from CSV to Parquet, five ways:
 - **zoomcamp way**: `pyarrow.csv.read_csv` of the whole file, then `pyarrow.parquet.write_table` (pyarrow's
   defaults: inferred types, snappy), which is what the DataTalksClub data-engineering zoomcamp DAG's
   `format_to_parquet` does. (That DAG accepts only `.csv`; pyarrow reads the `.csv.gz` inputs all the same.)
+  It runs twice: with pyarrow's default allocator (mimalloc), as a user gets it, and with the system allocator.
+  On a host whose memory has been fragmented by hours of work, mimalloc can spend seconds in the kernel faulting in
+  the 600 MB this way holds; the system allocator does not. Ratios compare with the faster of the two, so a slow
+  host cannot flatter ToParquet. (ToParquet itself uses jemalloc, which Arrow also ships: about 10% faster and
+  40 MB lower than mimalloc for it.)
 - **pandas**: `pandas.read_csv`, then `DataFrame.to_parquet` with the pyarrow engine.
 - **DuckDB COPY**: `COPY (SELECT * FROM read_csv('...')) TO '...' (FORMAT parquet)` in an in-memory DuckDB
   (its defaults: sniffed types, snappy, all cores).
@@ -375,7 +393,7 @@ Converting one month of yellow-taxi trips from CSV to Parquet, five ways:
 
 ### Goals
 
-ToParquet should take at most {GOAL_WALL_RATIO:.1f} of the zoomcamp way's wall time, peak at no more than
+ToParquet should take at most {GOAL_WALL_RATIO:.1f}x the zoomcamp way's wall time, peak at no more than
 {GOAL_RSS_MB:.0f} MB of resident memory, and keep the same peak on a file five times larger: its memory is bounded
 by a row group and the reader's blocks, not by the size of the month.
 
@@ -387,8 +405,8 @@ in a fresh Python process, so the peak RSS (`ru_maxrss` of the child, from `os.w
 it includes the interpreter and the method's imports (the "RSS after imports" column). "Wall" is the conversion
 alone, timed inside the child after its imports; "process wall" is the whole child process, start-up included.
 Each measurement was made {repeats}, the methods interleaved round-robin; the table gives the median wall
-time and the largest peak RSS. Ratios compare with the zoomcamp way on the same input. Inputs are read once before
-timing, so every method finds them in the page cache. Every output's row count is checked against the input's.
+time and the largest peak RSS. Ratios compare with the faster zoomcamp row on the same input. Inputs are read once
+before timing, so every method finds them in the page cache. Every output's row count is checked against the input's.
 
 {results_table(summaries)}
 
