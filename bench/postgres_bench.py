@@ -775,11 +775,12 @@ Loading one month of yellow taxi trips into PostgreSQL, side by side, from the s
 {rows}:
 
 - **luigi_tasks LoadToPostgres**: `luigi_tasks.postgres.load_month`, what the `LoadToPostgres` task runs, from the
-  canonical Parquet that `ToParquet` makes of the same CSV (made beforehand, not timed). In one transaction it
-  creates the `yellow_tripdata` table and the month's partition if missing, deletes the month's rows, streams the
-  Parquet's batches as a binary `COPY` encoded by pgpq, and upserts the month's row in the marker table
-  `{MARKER_TABLE}`. It loads the catalogue's 20 columns (`airport_fee` and `cbd_congestion_fee` are NULL in 2021)
-  plus `source_month`, with integer codes as `bigint`.
+  canonical Parquet that `ToParquet` makes of the same CSV (made beforehand, not timed). It creates the
+  `yellow_tripdata` table if missing and a staging table for the month, streams the Parquet's row groups into it as
+  binary `COPY` encoded by pgpq over 2 connections at once (`[postgres] load_streams`), then in one transaction
+  drops the month's old partition if any, attaches the staging table as the month's partition and upserts the
+  month's row in the marker table `{MARKER_TABLE}`. It loads the catalogue's 20 columns (`airport_fee` and
+  `cbd_congestion_fee` are NULL in 2021) plus `source_month`, with integer codes as `bigint`.
 - **luigi_tasks CSV → Parquet → PostgreSQL**: `luigi_tasks.convert.to_canonical_parquet` of the CSV, then
   `load_month`, in one process: the whole cost of getting a downloaded CSV into the database this way.
 - **psql \\copy**: `psql "$DSN" -c "\\copy {COPY_TABLE} FROM 'file.csv' WITH (FORMAT csv, HEADER true)"` into a table
