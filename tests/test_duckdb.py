@@ -44,6 +44,15 @@ BOROUGHS = (
     'SELECT z."Borough", count(*) FROM {trips} t JOIN {zones} z ON t."PULocationID" = z."LocationID"'
     " WHERE t.source_month = DATE '2020-07-01' GROUP BY 1 ORDER BY 1"
 )
+# The course's join (week 1), with an ORDER BY added so that two databases can be compared row by row.
+COURSE_JOIN = (
+    "SELECT tpep_pickup_datetime, tpep_dropoff_datetime, total_amount,"
+    """ CONCAT(zpu."Borough", ' / ', zpu."Zone") AS "pickup_loc","""
+    """ CONCAT(zdo."Borough", ' / ', zdo."Zone") AS "dropoff_loc" """
+    'FROM {trips} t JOIN {zones} zpu ON t."PULocationID" = zpu."LocationID"'
+    ' JOIN {zones} zdo ON t."DOLocationID" = zdo."LocationID"'
+    " ORDER BY 1, 2, 3, 4, 5"
+)
 
 
 def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:
@@ -272,19 +281,25 @@ def test_a_remote_lake_loads(remote_lake, server, tmp_path):  # noqa: F811 - the
     assert not (tmp_path / "unused").exists()
 
 
-def test_trips_per_borough_are_the_same_in_duckdb_and_postgresql(pg_lake, pg_dsn, server):
+def test_the_course_join_and_trips_per_borough_answer_the_same_in_duckdb_and_postgresql(pg_lake, pg_dsn, server):
     serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
     serve_zones(server)
     ingest(IngestMonth(service="yellow", month=JULY, sinks="lake,duckdb,postgres"))
-    duck_sql = BOROUGHS.format(trips="prod.yellow_tripdata", zones="prod.taxi_zone_lookup")
-    in_duckdb = query(pg_lake.parent / "taxi_rides_ny.duckdb", duck_sql)
-    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
-        cur.execute(BOROUGHS.format(trips="yellow_tripdata", zones="zones"))
-        in_postgres = cur.fetchall()
-    conn.close()
-    assert in_duckdb == in_postgres
-    assert sum(n for _, n in in_duckdb) == 266  # every trip of the sample has a known pickup zone
-    assert len(in_duckdb) > 1
+    answers = {}
+    for sql in (BOROUGHS, COURSE_JOIN):
+        duck_sql = sql.format(trips="prod.yellow_tripdata", zones="prod.taxi_zone_lookup")
+        in_duckdb = query(pg_lake.parent / "taxi_rides_ny.duckdb", duck_sql)
+        with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+            cur.execute(sql.format(trips="yellow_tripdata", zones="zones"))
+            in_postgres = cur.fetchall()
+        conn.close()
+        assert in_duckdb == in_postgres
+        answers[sql] = in_duckdb
+    assert sum(n for _, n in answers[BOROUGHS]) == 266  # every trip of the sample has a known pickup zone
+    assert len(answers[BOROUGHS]) > 1
+    joined = answers[COURSE_JOIN]
+    assert len(joined) == 266
+    assert all(" / " in row[3] and " / " in row[4] for row in joined)
 
 
 def test_settings_are_checked_in_one_line(lake):
