@@ -6,7 +6,9 @@ scheduler; `on_import` uses that moment to
 - stop at once, in one line, when the central scheduler cannot be reached (luigi would retry for a
   minute and print ten tracebacks),
 - put the time on every log line (luigi's default format has none),
-- collect the run's events for the end-of-run table of months (luigi_tasks.summary).
+- collect the run's events for the end-of-run table of months (luigi_tasks.summary),
+- name an unknown task in one line with exit code 40, like any other bad parameter (luigi raises it
+  before its own exit-code handling, as a traceback with exit code 1).
 Under any runner, failures we explain (PipelineError) are logged in one line instead of a traceback, and
 our modules' own loggers log through luigi's.
 """
@@ -14,8 +16,10 @@ our modules' own loggers log through luigi's.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import multiprocessing
+import os
 import socket
 import sys
 from pathlib import Path
@@ -24,6 +28,7 @@ from urllib.parse import urlsplit
 import luigi.configuration
 import luigi.interface
 import luigi.retcodes
+import luigi.task_register
 
 from luigi_tasks import summary
 from luigi_tasks.errors import PipelineError
@@ -110,6 +115,7 @@ def on_import() -> None:
     if not _started_by_luigi_cli():
         return
     _default_retcodes()
+    _one_line_for_an_unknown_task()
     args = _command_line()
     if args.help:
         return  # luigi prints the options and exits: nothing runs
@@ -126,6 +132,31 @@ def _default_retcodes() -> None:
     for key, code in RETCODES.items():
         if not config.has_option("retcode", key):
             config.set("retcode", key, str(code))
+
+
+def _one_line_for_an_unknown_task() -> None:
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, trace) -> None:
+        if not issubclass(kind, luigi.task_register.TaskClassNotFoundException):
+            previous(kind, value, trace)
+            return
+        asked = getattr(value, "task_name", None) or _asked_task(str(value))
+        tasks = sorted(sys.modules["luigi_tasks"].__all__)
+        close = difflib.get_close_matches(asked, tasks, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        print(f"no task named {asked!r}{hint}; luigi_tasks' tasks are {', '.join(tasks)}", file=sys.stderr)
+        # The exception reaches here after luigi's exit-code handling, and an excepthook cannot choose the
+        # exit code; nothing has started yet (no scheduler, no lock, no task), so the process ends here.
+        sys.stdout.flush()
+        os._exit(RETCODES["unhandled_exception"])
+
+    sys.excepthook = hook
+
+
+def _asked_task(message: str) -> str:
+    """The task name in luigi's 'No task NAME. ...' message."""
+    return message.removeprefix("No task ").split(".", 1)[0].strip()
 
 
 def _started_by_luigi_cli() -> bool:

@@ -78,6 +78,27 @@ def test_a_bad_parameter_is_one_line_under_every_way_to_run(tmp_path, server, pr
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("program", "task", "hint"),
+    [
+        (LUIGI, "IngestMonths", " (did you mean IngestMonth?)"),
+        ([sys.executable, "-m", "luigi", "--module", "luigi_tasks"], "LoadToDuckdb", " (did you mean LoadToDuckDB?)"),
+        (LUIGI, "Zzz", ""),
+    ],
+)  # fmt: skip
+def test_an_unknown_task_is_one_line_naming_the_tasks_and_exits_40(tmp_path, server, program, task, hint):
+    config = write_config(tmp_path / "luigi.cfg", pipeline_settings(server, tmp_path / "lake"))
+    done = luigi_command([task, "--service", "yellow", "--local-scheduler"], config, program=program)
+    assert done.returncode == 40, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"no task named {task!r}{hint}; luigi_tasks' tasks are Backfill, BigQueryExternalTable, DownloadTripData,"
+        " DownloadZones, IngestMonth, LoadToBigQuery, LoadToDuckDB, LoadToPostgres, LoadZonesToBigQuery,"
+        " LoadZonesToDuckDB, LoadZonesToPostgres, ToParquet, TransferS3ToGCS, UploadToGCS, UploadToS3,"
+        " UploadZonesToGCS, UploadZonesToS3, ZonesToParquet"
+    ]
+    assert not (tmp_path / "lake").exists()
+
+
 def test_an_unreachable_sink_in_a_done_check_is_one_line(tmp_path, server):
     settings = {
         **pipeline_settings(server, tmp_path / "lake"),
