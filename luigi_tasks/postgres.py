@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pgpq import ArrowToPostgresBinaryEncoder
 
-from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, ZONES, Dataset, table_name
+from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, ZONES, Dataset, packed_scalar, table_name
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.sql import column_problems, quote_ident
 
@@ -279,7 +279,7 @@ def _binary_copy_chunks(
     months = None
     if lineage is not None:
         # One constant column, built from days since the epoch rather than a list of Python dates.
-        day = pa.scalar((lineage - dt.date(1970, 1, 1)).days, pa.int32()).cast(pa.date32())
+        day = packed_scalar(pa.date32(), "<i", (lineage - dt.date(1970, 1, 1)).days)
         months = pa.nulls(_BATCH_ROWS, pa.date32()).fill_null(day)
     yield encoder.write_header()
     for batch in source.iter_batches(batch_size=_BATCH_ROWS, row_groups=row_groups):

@@ -12,7 +12,7 @@ import dataclasses
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from luigi_tasks.catalog import Dataset
+from luigi_tasks.catalog import Dataset, packed_scalar
 from luigi_tasks.errors import DataError
 
 # check -> (warn, fail): the default levels, as fractions. Real months have a few refunds (negative amounts),
@@ -106,8 +106,8 @@ class QualityCounter:
         self.counts = dict.fromkeys(self.checks, 0)
         max_amount = (limits or Limits()).max_amount
         max_distance = (limits or Limits()).max_distance
-        self._amount_bounds = (pa.scalar(0.0), pa.scalar(max_amount))
-        self._distance_bounds = (pa.scalar(0.0), pa.scalar(max_distance))
+        self._amount_bounds = (_float(0.0), _float(max_amount))
+        self._distance_bounds = (_float(0.0), _float(max_distance))
 
     @property
     def checks(self) -> list[str]:
@@ -171,3 +171,7 @@ def _unknown_ids(ids, known: pa.Array):
 
 def _true(mask) -> int:
     return pc.sum(mask).as_py() or 0
+
+
+def _float(value: float) -> pa.Scalar:
+    return packed_scalar(pa.float64(), "<d", value)

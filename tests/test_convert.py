@@ -328,13 +328,16 @@ def test_real_truncated_gzip(tmp_path):
     assert_fails_cleanly(tmp_path, raw, r": the gzip data ends before its end-of-stream marker", GREEN, "2019-10")
 
 
-def test_converting_a_month_does_not_import_pandas(tmp_path):
-    # In a fresh interpreter, as in a luigi worker: pandas would cost a third of a second and 40 MB per process.
+def test_converting_a_month_and_encoding_it_for_postgresql_do_not_import_pandas(tmp_path):
+    # In a fresh interpreter, as in a luigi worker: pandas (installed with the test extras) would cost a third of
+    # a second and 40 MB per process.
     script = (
         "import sys, datetime as dt; from pathlib import Path; from luigi_tasks.catalog import YELLOW;"
-        " from luigi_tasks.convert import to_canonical_parquet;"
+        " from luigi_tasks.convert import to_canonical_parquet; from luigi_tasks.postgres import _binary_copy_chunks;"
         " m = to_canonical_parquet(Path(sys.argv[1]), Path(sys.argv[2]), dataset=YELLOW, month=dt.date(2020, 7, 1),"
-        " source_url='x'); print(m.rows_out, m.rows_outside_month, 'pandas' in sys.modules)"
+        " source_url='x'); counter = [0];"
+        " sum(map(len, _binary_copy_chunks(Path(sys.argv[2]), dt.date(2020, 7, 1), None, counter)));"
+        " print(m.rows_out, m.rows_outside_month, counter[0], 'pandas' in sys.modules)"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(YELLOW_HEAD), str(tmp_path / "out.parquet")],
@@ -342,4 +345,5 @@ def test_converting_a_month_does_not_import_pandas(tmp_path):
         text=True,
         check=True,
     )
-    assert done.stdout.split() == [str(source_rows(YELLOW_HEAD)), "5", "False"]
+    rows = str(source_rows(YELLOW_HEAD))
+    assert done.stdout.split() == [rows, "5", rows, "False"]
