@@ -373,10 +373,11 @@ def docs_text(summaries: list[Summary], command: str, env: dict[str, str], args:
 
 Converting one month of yellow-taxi trips from CSV to Parquet, five ways (one of them twice):
 
-- **luigi_tasks ToParquet**: `luigi_tasks.convert.to_canonical_parquet`, what the `ToParquet` task runs. It parses
-  the CSV in pieces cut at line ends, on all cores while the previous piece is encoded, casts to the catalogue's
-  schema, writes zstd row groups of 131,072 rows, computes the source's SHA-256 and records a manifest in the
-  footer, then fsyncs and renames the file into place.
+- **luigi_tasks ToParquet**: `luigi_tasks.convert.to_canonical_parquet`, what the `ToParquet` task runs. It inflates a
+  `.csv.gz` with ISA-L (`isal`), parses the CSV in pieces cut at line ends, on all cores while the previous piece
+  is encoded, casts to the catalogue's schema, counts the quality checks, writes zstd row groups of 131,072 rows
+  with jemalloc as Arrow's allocator, computes the source's SHA-256 and records a manifest in the footer, then
+  fsyncs and renames the file into place.
 - **zoomcamp way**: `pyarrow.csv.read_csv` of the whole file, then `pyarrow.parquet.write_table` (pyarrow's
   defaults: inferred types, snappy), which is what the DataTalksClub data-engineering zoomcamp DAG's
   `format_to_parquet` does. (That DAG accepts only `.csv`; pyarrow reads the `.csv.gz` inputs all the same.)
