@@ -221,20 +221,34 @@ def prepare_service_table(conn, dataset: Dataset, month: dt.date, marker_table: 
         with _bounded_lock_wait(cur, lock_timeout, update_id(dataset, month), table):
             if not _check_table(cur, table, dataset, partitioned=True):
                 cur.execute(_create_sql(table, dataset, partitioned=True))
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (quote_ident(partition),))
-            if cur.fetchone()[0]:
+            if _relation_exists(cur, partition):
                 _check_attached(cur, table, partition)
             ensure_marker_table(cur, marker_table)
     conn.commit()
     return partition
 
 
+def _relation_exists(cur, name: str) -> bool:
+    """Whether the current schema has a table `name`, as of this statement.
+
+    Read from pg_class with SQL, not with to_regclass(): that looks in the session's catalog cache, which may still
+    say "no such table" about one that another loader created and committed while this one waited for a lock.
+    """
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace)",
+        (name,),
+    )
+    return cur.fetchone()[0]
+
+
 def _check_attached(cur, table: str, partition: str) -> None:
     """A table of the partition's name that is not the month's partition (detached, or made by hand) would take
     the month's rows where no query of the table sees them: refuse it."""
     cur.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s) AND inhparent = to_regclass(%s))",
-        (quote_ident(partition), quote_ident(table)),
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " JOIN pg_class p ON p.oid = i.inhparent WHERE c.relname = %s AND p.relname = %s"
+        " AND c.relnamespace = current_schema()::regnamespace AND p.relnamespace = c.relnamespace)",
+        (partition, table),
     )
     if not cur.fetchone()[0]:
         raise DataError(
@@ -453,8 +467,7 @@ def _swap_in(
     """
     with conn.cursor() as cur:
         _lock(cur, update)
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (quote_ident(partition),))
-        replacing = cur.fetchone()[0]
+        replacing = _relation_exists(cur, partition)
         with _bounded_lock_wait(cur, lock_timeout, update, partition if replacing else table):
             if replacing:
                 _check_attached(cur, table, partition)

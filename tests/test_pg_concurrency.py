@@ -129,3 +129,31 @@ def test_marker_table_created_meanwhile_by_another_client(pg_dsn, tmp_path):
         ("green_tripdata:2021-01",),
         ("yellow_tripdata:2021-01",),
     ]
+
+
+def test_a_load_that_waited_sees_the_partition_another_load_committed_meanwhile(pg_dsn, tmp_path):
+    # The other load is played by this test: it holds the month's turn until the load below waits for it, then
+    # commits the month's partition. The waiting load must see that partition and replace it, not trip over it.
+    parquet = canonical(tmp_path, YELLOW, "2021-01", 2_000)
+    rows = read_manifest(parquet).rows_out
+    other = psycopg2.connect(pg_dsn)
+    try:
+        with other.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('yellow_tripdata:2021-01'))")
+            results = start_loads(pg_dsn, [(parquet, YELLOW, "2021-01")])
+            deadline = time.monotonic() + 60
+            while True:  # until the load waits for the month's turn
+                cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                if cur.fetchone()[0] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            cur.execute(
+                "CREATE TABLE yellow_tripdata_2021_01 PARTITION OF yellow_tripdata FOR VALUES IN ('2021-01-01');"
+                " INSERT INTO yellow_tripdata (source_month) VALUES ('2021-01-01')"
+            )
+        other.commit()
+    finally:
+        other.close()
+    assert outcomes(results, 1) == [rows]
+    assert query(pg_dsn, "SELECT count(*) FROM yellow_tripdata") == [(rows,)]
+    assert query(pg_dsn, "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%%\\_load\\_%%'") == [(0,)]
