@@ -141,7 +141,7 @@ def _one_line_for_an_unknown_task() -> None:
         if not issubclass(kind, luigi.task_register.TaskClassNotFoundException):
             previous(kind, value, trace)
             return
-        asked = getattr(value, "task_name", None) or _asked_task(str(value))
+        asked = _asked_task(str(value))
         tasks = sorted(sys.modules["luigi_tasks"].__all__)
         close = difflib.get_close_matches(asked, tasks, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
@@ -149,6 +149,7 @@ def _one_line_for_an_unknown_task() -> None:
         # The exception reaches here after luigi's exit-code handling, and an excepthook cannot choose the
         # exit code; nothing has started yet (no scheduler, no lock, no task), so the process ends here.
         sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(RETCODES["unhandled_exception"])
 
     sys.excepthook = hook

@@ -384,8 +384,8 @@ def _whole_floats(floats: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _line_pieces(raw: Path, kind: str) -> Iterator[memoryview]:
     """The file's text (decompressed) in pieces of about CSV_PIECE_BYTES, each ending at a line end."""
-    # ISA-L's inflate takes 40% of zlib's CPU (Arrow's and Python's gzip use zlib), and releases the GIL;
-    # a truncated stream is an EOFError.
+    # ISA-L's inflate takes 40% of zlib's CPU (Arrow's and Python's gzip use zlib); a truncated stream is an
+    # EOFError.
     with igzip.open(raw, "rb") if kind == "csv.gz" else open(raw, "rb") as source:
         rest = b""
         while block := source.read(CSV_PIECE_BYTES):

@@ -143,10 +143,8 @@ def _check_table(cur, table: str, dataset: Dataset, partitioned: bool) -> bool:
         return False
     expected = [(n, _INFORMATION_SCHEMA_TYPES.get(t, t)) for n, t in _expected_columns(dataset, partitioned)]
     problems = column_problems(found, expected)
-    if not problems and partitioned:
-        cur.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (quote_ident(table),))
-        if cur.fetchone()[0] != "p":
-            problems.append(f"it is not partitioned by {LINEAGE_COLUMN}")
+    if not problems and partitioned and _relkind(cur, table) != "p":
+        problems.append(f"it is not partitioned by {LINEAGE_COLUMN}")
     if problems:
         raise DataError(
             f"table {table} does not match the {dataset.name} catalogue: {'; '.join(problems)}."
@@ -221,24 +219,25 @@ def prepare_service_table(conn, dataset: Dataset, month: dt.date, marker_table: 
         with _bounded_lock_wait(cur, lock_timeout, update_id(dataset, month), table):
             if not _check_table(cur, table, dataset, partitioned=True):
                 cur.execute(_create_sql(table, dataset, partitioned=True))
-            if _relation_exists(cur, partition):
+            if _relkind(cur, partition) is not None:
                 _check_attached(cur, table, partition)
             ensure_marker_table(cur, marker_table)
     conn.commit()
     return partition
 
 
-def _relation_exists(cur, name: str) -> bool:
-    """Whether the current schema has a table `name`, as of this statement.
+def _relkind(cur, name: str) -> str | None:
+    """The kind of the current schema's relation `name` ('r' table, 'p' partitioned table...), None if there is none,
+    as of this statement.
 
     Read from pg_class with SQL, not with to_regclass(): that looks in the session's catalog cache, which may still
     say "no such table" about one that another loader created and committed while this one waited for a lock.
     """
     cur.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace)",
-        (name,),
+        "SELECT relkind FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace", (name,)
     )
-    return cur.fetchone()[0]
+    found = cur.fetchone()
+    return found[0] if found else None
 
 
 def _check_attached(cur, table: str, partition: str) -> None:
@@ -467,7 +466,7 @@ def _swap_in(
     """
     with conn.cursor() as cur:
         _lock(cur, update)
-        replacing = _relation_exists(cur, partition)
+        replacing = _relkind(cur, partition) is not None
         with _bounded_lock_wait(cur, lock_timeout, update, partition if replacing else table):
             if replacing:
                 _check_attached(cur, table, partition)
