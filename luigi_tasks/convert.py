@@ -43,6 +43,7 @@ from luigi_tasks.catalog import (
 from luigi_tasks.download import is_gzip, payload_kind, redact_url
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.files import atomic_path, sha256_of
+from luigi_tasks.parquet_stream import open_parquet
 from luigi_tasks.quality import Quality, QualityCounter
 
 MANIFEST_KEY = b"luigi_tasks.manifest"
@@ -571,7 +572,7 @@ class _ParquetSource:
     def __init__(self, raw: Path, dataset: Dataset, *, where: str, unknown_columns: str) -> None:
         self.where = where
         try:
-            self.file = pq.ParquetFile(raw)
+            self.file = open_parquet(str(raw))
         except Exception as exc:  # pyarrow raises several types for a bad footer
             raise DataError(f"{where}: not a readable Parquet file ({exc})") from None
         self.plan = plan_columns(dataset, self.file.schema_arrow.names, where=where, unknown_columns=unknown_columns)

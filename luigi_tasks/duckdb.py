@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, Dataset
 from luigi_tasks.errors import DataError, PipelineError
+from luigi_tasks.parquet_stream import open_parquet
 from luigi_tasks.sql import column_problems, quote_ident
 
 if TYPE_CHECKING:
@@ -55,6 +56,19 @@ class Warehouse:
     schema: str
     marker_table: str
     lock_wait: float = 60.0
+    # Bounds of a load's memory ([duckdb] memory_limit, threads, temp_directory); 0 and "": DuckDB's defaults.
+    memory_limit: str = "512MB"
+    threads: int = 0
+    temp_directory: str = ""
+
+    def settings(self) -> dict[str, object]:
+        """The connection's settings: ours, and the memory bounds."""
+        bounds: dict[str, object] = {"memory_limit": self.memory_limit}
+        if self.threads:
+            bounds["threads"] = self.threads
+        if self.temp_directory:
+            bounds["temp_directory"] = str(Path(self.temp_directory).expanduser())
+        return {**_SETTINGS, **bounds}
 
     def qualified(self, table: str) -> str:
         return f"{quote_ident(self.schema)}.{quote_ident(table)}"
@@ -83,7 +97,7 @@ def connection(warehouse: Warehouse, *, read_only: bool, what: str) -> Iterator[
     deadline = time.monotonic() + warehouse.lock_wait
     while True:
         try:
-            conn = duckdb.connect(str(path), read_only=read_only, config=_SETTINGS)
+            conn = duckdb.connect(str(path), read_only=read_only, config=warehouse.settings())
             break
         except duckdb.Error as exc:
             if _LOCKED not in str(exc):
@@ -158,7 +172,7 @@ def _insert(conn, target: str, dataset: Dataset, parquet: ParquetSource, month, 
     months = [month] if month is not None else []
     if isinstance(parquet, Path):
         return conn.execute(f"{into} FROM read_parquet(?)", [*months, str(parquet)]).fetchone()[0]
-    source = pq.ParquetFile(parquet)
+    source = open_parquet(parquet)
     batches = pa.RecordBatchReader.from_batches(source.schema_arrow, _counted_batches(source, progress))
     conn.register("lake_batches", batches)
     try:

@@ -30,6 +30,7 @@ from pgpq import ArrowToPostgresBinaryEncoder
 
 from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, ZONES, Dataset, packed_scalar, table_name
 from luigi_tasks.errors import DataError, PipelineError
+from luigi_tasks.parquet_stream import open_parquet
 from luigi_tasks.sql import column_problems, quote_ident
 
 _PG_TYPES = {CODE: "bigint", AMOUNT: "double precision", TIME: "timestamp", TEXT: "text"}
@@ -283,7 +284,7 @@ def _binary_copy_chunks(
     counter: list[int],
     row_groups: list[int] | None = None,
 ) -> Iterator[bytes]:
-    source = pq.ParquetFile(parquet)
+    source = open_parquet(parquet)
     schema = source.schema_arrow
     if lineage is not None:
         schema = schema.append(pa.field(LINEAGE_COLUMN, pa.date32()))

@@ -88,3 +88,97 @@ def write_trip_csv(
                 sink.write((",".join(table.column_names) + "\n").encode())
             pa_csv.write_csv(table, sink, write_options=options)
     return path
+
+
+# The TLC's fhvhv Parquet of 2023-02 on, as its footer has it: ids int32, text large_string, times timestamp[us].
+_FHVHV_TLC_FIELDS = [
+    ("hvfhs_license_num", pa.large_string()),
+    ("dispatching_base_num", pa.large_string()),
+    ("originating_base_num", pa.large_string()),
+    ("request_datetime", pa.timestamp("us")),
+    ("on_scene_datetime", pa.timestamp("us")),
+    ("pickup_datetime", pa.timestamp("us")),
+    ("dropoff_datetime", pa.timestamp("us")),
+    ("PULocationID", pa.int32()),
+    ("DOLocationID", pa.int32()),
+    ("trip_miles", pa.float64()),
+    ("trip_time", pa.int64()),
+    ("base_passenger_fare", pa.float64()),
+    ("tolls", pa.float64()),
+    ("bcf", pa.float64()),
+    ("sales_tax", pa.float64()),
+    ("congestion_surcharge", pa.float64()),
+    ("airport_fee", pa.float64()),
+    ("tips", pa.float64()),
+    ("driver_pay", pa.float64()),
+    ("shared_request_flag", pa.large_string()),
+    ("shared_match_flag", pa.large_string()),
+    ("access_a_ride_flag", pa.large_string()),
+    ("wav_request_flag", pa.large_string()),
+    ("wav_match_flag", pa.large_string()),
+]
+FHVHV_TLC_SCHEMA = pa.schema(_FHVHV_TLC_FIELDS)
+
+
+def _choice(rng: np.random.Generator, values: list[str], rows: int, type_: pa.DataType) -> pa.Array:
+    return pa.array(np.asarray(values, dtype=object)[rng.integers(0, len(values), rows)], type_)
+
+
+def fhvhv_tlc_table(month: dt.date, rows: int, rng: np.random.Generator) -> pa.Table:
+    """`rows` fhvhv trips typed as the TLC's own Parquet of 2023-02 on (FHVHV_TLC_SCHEMA)."""
+    start = np.datetime64(dt.datetime(month.year, month.month, 1), "us")
+    span = int((np.datetime64(next_month(month), "us") - start).astype(np.int64))
+    pickup = start + rng.integers(0, span, rows).astype("timedelta64[us]")
+    seconds = rng.integers(60, 3_600, rows)
+    fare = np.round(rng.gamma(2.0, 10.0, rows), 2)
+    text, flags = pa.large_string(), ["N", "N", "N", "Y"]
+    columns = {
+        "hvfhs_license_num": _choice(rng, ["HV0003", "HV0005"], rows, text),
+        "dispatching_base_num": _choice(rng, ["B03404", "B03406", "B02764"], rows, text),
+        "originating_base_num": _choice(rng, ["B03404", "B03406", None], rows, text),
+        "request_datetime": pa.array(pickup - rng.integers(60_000_000, 600_000_000, rows).astype("timedelta64[us]")),
+        "on_scene_datetime": pa.array(pickup - rng.integers(0, 60_000_000, rows).astype("timedelta64[us]")),
+        "pickup_datetime": pa.array(pickup),
+        "dropoff_datetime": pa.array(pickup + (seconds * 1_000_000).astype("timedelta64[us]")),
+        "PULocationID": pa.array(rng.integers(1, 266, rows, dtype=np.int32)),
+        "DOLocationID": pa.array(rng.integers(1, 266, rows, dtype=np.int32)),
+        "trip_miles": pa.array(np.round(rng.gamma(2.0, 2.5, rows), 3)),
+        "trip_time": pa.array(seconds),
+        "base_passenger_fare": pa.array(fare),
+        "tolls": pa.array(np.where(rng.random(rows) < 0.05, 6.94, 0.0)),
+        "bcf": pa.array(np.round(fare * 0.025, 2)),
+        "sales_tax": pa.array(np.round(fare * 0.08875, 2)),
+        "congestion_surcharge": pa.array(np.where(rng.random(rows) < 0.3, 2.75, 0.0)),
+        "airport_fee": pa.array(np.where(rng.random(rows) < 0.05, 2.5, 0.0)),
+        "tips": pa.array(np.where(rng.random(rows) < 0.2, np.round(fare * 0.15, 2), 0.0)),
+        "driver_pay": pa.array(np.round(fare * 0.75, 2)),
+    }
+    for flag in (
+        "shared_request_flag",
+        "shared_match_flag",
+        "access_a_ride_flag",
+        "wav_request_flag",
+        "wav_match_flag",
+    ):
+        columns[flag] = _choice(rng, flags, rows, text)
+    return pa.Table.from_arrays(
+        [columns[name].cast(type_) for name, type_ in _FHVHV_TLC_FIELDS], schema=FHVHV_TLC_SCHEMA
+    )
+
+
+def write_fhvhv_tlc_parquet(
+    path: Path, month: dt.date, rows: int, *, seed: int = 0, row_group_rows: int = 1 << 20
+) -> Path:
+    """Write a seeded fhvhv month shaped as the TLC's own files (snappy, `row_group_rows` rows a row group; pandas
+    writes one row group per file: pass `rows`), generated a row group at a time so memory stays bounded."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    with pq.ParquetWriter(path, FHVHV_TLC_SCHEMA, compression="snappy") as writer:
+        for first in range(0, rows, row_group_rows):
+            group_rows = min(row_group_rows, rows - first)
+            pieces = [
+                fhvhv_tlc_table(month, min(1 << 20, group_rows - done), rng) for done in range(0, group_rows, 1 << 20)
+            ]
+            writer.write_table(pa.concat_tables(pieces), row_group_size=group_rows)
+    return path
