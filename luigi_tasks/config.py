@@ -206,6 +206,10 @@ class postgres(_Section):  # noqa: N801
         check_setting(1 <= self.load_streams <= 16, "[postgres] load_streams", self.load_streams, "1 to 16")
 
 
+# A size DuckDB's memory_limit accepts.
+_DUCKDB_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+
+
 class duckdb(_Section):  # noqa: N801
     path = luigi.Parameter(
         default="",
@@ -223,6 +227,19 @@ class duckdb(_Section):  # noqa: N801
         description="Seconds a load or a check waits for the file while another process (a duckdb CLI, another "
         "luigi run) holds it, before it fails",
     )
+    memory_limit = luigi.Parameter(
+        default="512MB",
+        description="Most memory DuckDB's buffers take in a load or a check (DuckDB's memory_limit, e.g. 512MB, "
+        "2GB); the process peaks about 250 MB above it, so the default fits a 2 GB machine",
+    )
+    threads = luigi.IntParameter(
+        default=0, description="Threads DuckDB works with in a load; 0: one per core (DuckDB's default)"
+    )
+    temp_directory = luigi.Parameter(
+        default="",
+        description="Where DuckDB spills what does not fit memory_limit; empty: beside the file (FILE.tmp, DuckDB's "
+        "default)",
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -235,6 +252,13 @@ class duckdb(_Section):  # noqa: N801
             ok = False
         check_setting(ok, "[duckdb] table", self.table, "{service} and letters, digits, _ (e.g. {service}_tripdata)")
         check_setting(self.lock_wait >= 0, "[duckdb] lock_wait", self.lock_wait, "0 or more seconds")
+        check_setting(
+            bool(_DUCKDB_MEMORY.match(self.memory_limit)),
+            "[duckdb] memory_limit",
+            self.memory_limit,
+            "a size such as 512MB or 2GB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)",
+        )
+        check_setting(0 <= self.threads <= 1024, "[duckdb] threads", self.threads, "0 (one per core) to 1024")
 
     @property
     def file(self) -> Path:

@@ -16,11 +16,12 @@ import pytest
 
 from luigi_tasks import IngestMonth, LoadToDuckDB, ToParquet, config
 from luigi_tasks.catalog import YELLOW, ZONES
-from luigi_tasks.duckdb import Warehouse, load, loaded_months
+from luigi_tasks.duckdb import Warehouse, connection, load, loaded_months
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.lake import canonical_key
 from luigi_tasks.synthetic import write_trip_csv
 from luigi_tasks.tasks.backfill import Backfill
+from luigi_tasks.tasks.duckdb import configured_warehouse
 from tests.conftest import (
     DATA,
     luigi_command,
@@ -308,10 +309,29 @@ def test_settings_are_checked_in_one_line(lake):
         ("table", "{service}-trips", "'{service}-trips' is out of range: expected {service} and letters, digits, _"),
         ("table", "trips", "'trips' is out of range: expected {service} and letters, digits, _"),
         ("lock_wait", "-1", "-1.0 is out of range: expected 0 or more seconds"),
+        ("memory_limit", "half", "'half' is out of range: expected a size such as 512MB or 2GB"),
+        ("memory_limit", "512", "'512' is out of range: expected a size such as 512MB or 2GB"),
+        ("threads", "-2", "-2 is out of range: expected 0 (one per core) to 1024"),
     ]:
         with luigi_settings({("duckdb", key): value}), pytest.raises(PipelineError) as raised:
             config.duckdb()
         assert str(raised.value).startswith(f"[duckdb] {key} {expected}")
+
+
+def test_a_load_runs_within_the_configured_memory_bounds(lake, tmp_path):
+    settings = {("duckdb", "memory_limit"): "300MB", ("duckdb", "threads"): "1"}
+    settings[("duckdb", "temp_directory")] = str(tmp_path / "spill")
+    with luigi_settings(settings):
+        warehouse = configured_warehouse()
+    with connection(warehouse, read_only=False, what="test") as conn:
+        found = conn.execute(
+            "SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('temp_directory')"
+        ).fetchone()
+    assert found == ("286.1 MiB", 1, str(tmp_path / "spill"))  # DuckDB shows 300 MB in MiB
+    with luigi_settings({}):
+        default = configured_warehouse()
+    with connection(default, read_only=False, what="test") as conn:
+        assert conn.execute("SELECT current_setting('memory_limit')").fetchone() == ("488.2 MiB",)
 
 
 def test_the_tasks_of_one_file_share_one_resource(lake, tmp_path):

@@ -15,9 +15,18 @@ from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, un
 from luigi_tasks.tasks.lake import CanonicalTarget, lake_file, lake_task
 
 
-def _warehouse() -> Warehouse:
+def configured_warehouse() -> Warehouse:
+    """The DuckDB file and its settings, as [duckdb] says."""
     settings = config.duckdb()
-    return Warehouse(settings.file, settings.schema, settings.marker_table, settings.lock_wait)
+    return Warehouse(
+        settings.file,
+        settings.schema,
+        settings.marker_table,
+        settings.lock_wait,
+        memory_limit=settings.memory_limit,
+        threads=settings.threads,
+        temp_directory=settings.temp_directory,
+    )
 
 
 def _table(dataset: Dataset) -> str:
@@ -38,7 +47,7 @@ class DuckDBMonthTarget(luigi.Target):
 
 def _loaded(dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
     lake_files = {month: lake_file(entry) for month, entry in entries.items()}
-    return loaded_months(_warehouse(), dataset, _table(dataset), lake_files)
+    return loaded_months(configured_warehouse(), dataset, _table(dataset), lake_files)
 
 
 class _LoadToDuckDB(ReloadableTask):
@@ -66,7 +75,7 @@ class _LoadToDuckDB(ReloadableTask):
         entry = source.entry()
         if entry is None:
             raise PipelineError(f"{self.label}: {source.path} is not complete in the lake")
-        warehouse, table = _warehouse(), _table(self.dataset)
+        warehouse, table = configured_warehouse(), _table(self.dataset)
         self.set_status_message(f"loading into {warehouse.path}")
         common = {"dataset": self.dataset, "table": table, "month": self.month, "lake_file": lake_file(entry)}
         if source.lake.is_local:
@@ -107,4 +116,4 @@ class DuckDBSink:
 
     def held(self, dataset: Dataset, months: list[dt.date | None]) -> set[dt.date | None]:
         """Months loaded from any lake file, their rows all there: one query."""
-        return loaded_months(_warehouse(), dataset, _table(dataset), dict.fromkeys(months))
+        return loaded_months(configured_warehouse(), dataset, _table(dataset), dict.fromkeys(months))
