@@ -14,6 +14,6 @@ def open_parquet(source: str | pa.NativeFile) -> pq.ParquetFile:
 
     pyarrow's default, pre_buffer=True, keeps every column chunk that iter_batches has read until the reader is
     closed, so memory grows with the file: 1.25 GB peak RSS to iterate a 24M-row fhvhv month against 0.21 GB
-    without it, and the iteration took twice as long (bench/bigmonth_bench.py, docs/big-month-benchmark.md).
+    without it, and the iteration took twice as long (bench/big_month_bench.py, docs/big-month-benchmark.md).
     """
     return pq.ParquetFile(source, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
