@@ -286,6 +286,10 @@ def plan_columns(dataset: Dataset, header: Sequence[str], *, where: str, unknown
         if (position == 0 and _PANDAS_INDEX.match(name.strip())) or _PANDAS_PARQUET_INDEX.match(name):
             dropped.append(name)
             continue
+        if position == len(header) - 1 and position > 0 and not name.strip():
+            # A comma at the end of every line: a last column with no name and, in the TLC's copies, no values.
+            dropped.append(name)
+            continue
         column = dataset.column_for(name)
         if column is None:
             unknown.append(name)

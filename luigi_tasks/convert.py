@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from isal import igzip, isal_zlib
 
 from luigi_tasks.catalog import (
+    AMOUNT,
     CODE,
     TIME,
     TLC_TIME_ZONE,
@@ -40,7 +41,7 @@ from luigi_tasks.catalog import (
     packed_scalar,
     plan_columns,
 )
-from luigi_tasks.download import is_gzip, payload_kind, redact_url
+from luigi_tasks.download import GZIP_TWICE, is_gzip, payload_kind, redact_url
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.files import atomic_path, sha256_of
 from luigi_tasks.parquet_stream import open_parquet
@@ -98,6 +99,8 @@ class Manifest:
     columns_filled_null: tuple[str, ...]
     columns_dropped: tuple[str, ...]
     quality: Quality | None = None  # absent from manifests written before quality was checked
+    # Integer codes that the source wrote as NaN (a float's "unknown"), kept as NULL: column -> values.
+    nan_codes_as_null: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -149,7 +152,8 @@ def to_canonical_parquet(
     stats = _PickupStats(dataset.pickup_column, month)
     quality = quality or QualityCounter(dataset)
     rows_out = 0
-    canonical_batches = _canonical_batches(source, dataset, where)
+    nan_codes: collections.Counter[str] = collections.Counter()
+    canonical_batches = _canonical_batches(source, dataset, where, nan_codes)
     with _disk_full_named(where, dest), ThreadPoolExecutor(max_workers=1) as hasher, atomic_path(dest) as part:
         # The checksum runs beside the conversion: hashlib releases the GIL.
         source_sha256 = hasher.submit(sha256_of, raw)
@@ -164,7 +168,7 @@ def to_canonical_parquet(
                 if progress:
                     progress(rows_out, source.total_rows)
             if rows_out == 0:
-                raise DataError(f"{where}: the file has a header but no rows")
+                raise DataError(f"{where}: {source.no_rows}")
             manifest = Manifest(
                 dataset=dataset.name,
                 month=f"{month:%Y-%m}" if month else None,
@@ -175,6 +179,7 @@ def to_canonical_parquet(
                 rows_out=rows_out,
                 columns_filled_null=tuple(c.name for c in source.plan.missing),
                 columns_dropped=tuple(source.plan.dropped),
+                nan_codes_as_null=dict(sorted(nan_codes.items())),
                 quality=quality.result(_label(dataset, month), rows_out, stats.without, stats.outside),
                 **stats.summary(),
             )
@@ -236,16 +241,21 @@ class _NotWhole(pa.ArrowInvalid):
         self.value = value
 
 
-def _canonical_batches(source: _CsvSource | _ParquetSource, dataset: Dataset, where: str) -> Iterator[pa.RecordBatch]:
-    """The source's batches in the canonical schema; a value that does not fit is named where it is."""
+def _canonical_batches(
+    source: _CsvSource | _ParquetSource, dataset: Dataset, where: str, nan_codes: collections.Counter[str]
+) -> Iterator[pa.RecordBatch]:
+    """The source's batches in the canonical schema; a value that does not fit is named where it is. NaN codes
+    become NULL, counted in `nan_codes`."""
     try:
         for batch in source.batches():
-            yield _canonical(batch, dataset, source.plan, where=where)
+            yield _canonical(batch, dataset, source.plan, where=where, nan_codes=nan_codes)
     except _BadValue as bad:
         raise source.locate(bad) from None
 
 
-def _canonical(batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, where: str) -> pa.RecordBatch:
+def _canonical(
+    batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, where: str, nan_codes: collections.Counter[str]
+) -> pa.RecordBatch:
     """Cast to the catalogue's types, fill absent columns with NULL, put columns in canonical order."""
     spelled = {column.name: source_name for source_name, column in plan.read}
     arrays = []
@@ -253,8 +263,9 @@ def _canonical(batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, whe
         if column.name not in spelled:
             arrays.append(pa.nulls(batch.num_rows, column.type))
             continue
+        values = batch.column(column.name)
         try:
-            arrays.append(_cast(batch.column(column.name), column.type))
+            arrays.append(_cast(values, column.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise _BadValue(
                 f"{where}: column {spelled[column.name]!r} cannot be read as {column.type}: {exc}",
@@ -262,6 +273,8 @@ def _canonical(batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, whe
                 value=getattr(exc, "value", None),
                 type_name=str(column.type),
             ) from None
+        if column.type == CODE and arrays[-1].null_count > values.null_count:
+            nan_codes[column.name] += arrays[-1].null_count - values.null_count  # the only values a cast nulls
     return pa.RecordBatch.from_arrays(arrays, schema=dataset.schema)
 
 
@@ -271,6 +284,11 @@ def _cast(values: pa.Array, canonical: pa.DataType) -> pa.Array:
         values = _wall_clock(values)
     elif canonical == CODE and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         return _integer_codes(values)
+    elif canonical == CODE and pa.types.is_floating(values.type):
+        values = _nan_as_null(values)
+    elif canonical == AMOUNT and pa.types.is_decimal(values.type):
+        # Through the decimal text: Arrow's direct cast gives 14.200000000000001 for 14.20.
+        return pc.cast(pc.cast(values, pa.string()), AMOUNT)
     return values if values.type == canonical else pc.cast(values, canonical, safe=True)
 
 
@@ -283,6 +301,12 @@ def _integer_codes(text: pa.Array) -> pa.Array:
         raise (_NotWhole(bad) if bad else exc) from None
 
 
+def _nan_as_null(floats: pa.Array) -> pa.Array:
+    """NaN, a float column's "unknown", as NULL."""
+    nan = pc.is_nan(floats)
+    return pc.if_else(nan, pa.nulls(1, floats.type)[0], floats) if pc.any(nan).as_py() else floats
+
+
 def _parsed_codes(text: pa.Array) -> pa.Array:
     # Some files write codes as floats ("1.0", pandas' way with blanks), so parse as float64 first: it is
     # fast, and exact for codes of usual size. (A failing cast is slow in Arrow: never the usual path.)
@@ -291,6 +315,7 @@ def _parsed_codes(text: pa.Array) -> pa.Array:
     except pa.ArrowInvalid:
         text = pc.utf8_trim_whitespace(text)  # " 3 ": the CSV reader's own number parsing allowed it
         floats = pc.cast(text, pa.float64())
+    floats = _nan_as_null(floats)
     if (pc.max(pc.abs(floats)).as_py() or 0) < _FLOAT64_SAFE_BELOW:
         return pc.cast(floats, CODE)
     # Larger values (2^53 + 1 has no float64) come from the text itself: integers, else decimals, which refuse 1.5.
@@ -426,15 +451,21 @@ class _CsvSource:
                 with open(raw, "rb") as head:
                     kind = "csv.gz" if is_gzip(head.read(2)) else kind  # some files named .csv are gzip data
             self.kind = kind
+            if kind == "csv.gz":
+                with gzip.open(raw, "rb") as inner:
+                    twice = is_gzip(inner.read(2))
             with _open_text(raw, kind) as text:
                 self.header = next(csv.reader(text), None)
         except (OSError, EOFError) as exc:
             raise _unreadable(where, exc) from None
+        if kind == "csv.gz" and twice:
+            raise DataError(f"{where}: the file {GZIP_TWICE}")
         if not self.header:
             raise DataError(f"{where}: the file is empty")
         self.plan = plan_columns(dataset, self.header, where=where, unknown_columns=unknown_columns)
         self.rows_read = 0
         self.total_rows = None
+        self.no_rows = "the file has a header but no rows"
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The rows in batches, parsed in parallel; the exact reader takes over where that path is not sure."""
@@ -578,6 +609,7 @@ class _ParquetSource:
         self.plan = plan_columns(dataset, self.file.schema_arrow.names, where=where, unknown_columns=unknown_columns)
         self.total_rows = self.file.metadata.num_rows
         self.rows_read = 0
+        self.no_rows = "the Parquet file has no rows"
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         source_names = [source_name for source_name, _ in self.plan.read]

@@ -60,6 +60,12 @@ def payload_kind(url_or_path: str) -> str:
     raise SourceError(f"{redact_url(str(url_or_path))}: cannot tell the format; expected .csv.gz, .csv or .parquet")
 
 
+GZIP_TWICE = (
+    "is gzip data inside gzip data (compressed twice, e.g. by a server): decompress it once more, or serve it"
+    " compressed once"
+)
+
+
 def is_gzip(head: bytes) -> bool:
     """Whether bytes start like gzip data (some files named .csv are)."""
     return head.startswith(_GZIP_MAGIC)
@@ -122,6 +128,12 @@ class PayloadCheck:
         assert self._gunzip is not None
         data = chunk
         while data:
+            if self._gzip_whole and data[0] == 0:
+                # Zeros after a whole member are padding, as gunzip reads them (tape blocks, some servers); after
+                # padding, nothing else may follow.
+                if data.count(0) != len(data):
+                    raise self._fail("is corrupt gzip data (bytes other than zeros after the zero padding at its end)")
+                return
             try:
                 out = self._gunzip.decompress(data)
             except isal_zlib.error as exc:
@@ -141,6 +153,8 @@ class PayloadCheck:
             if len(self._text) > _HEADER_LIMIT:
                 raise self._fail("has no CSV header line in its first MiB")
             return
+        if self._gunzip is not None and is_gzip(self._text[:2]):
+            raise self._fail(GZIP_TWICE)
         self._header_done = True
         header = _parse_header(self._text[: newline.start()])
         self._text = b""

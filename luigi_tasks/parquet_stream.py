@@ -16,4 +16,5 @@ def open_parquet(source: str | pa.NativeFile) -> pq.ParquetFile:
     closed, so memory grows with the file: 1.25 GB peak RSS to iterate a 24M-row fhvhv month against 0.21 GB
     without it, and the iteration took twice as long (bench/big_month_bench.py, docs/big-month-benchmark.md).
     """
-    return pq.ParquetFile(source, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
+    # INT96 times (Spark's and Hive's) read as microseconds: as nanoseconds, the TLC's year-3019 drop-off overflows.
+    return pq.ParquetFile(source, pre_buffer=False, buffer_size=READ_BUFFER_BYTES, coerce_int96_timestamp_unit="us")

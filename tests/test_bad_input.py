@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import gzip
 import re
 import subprocess
 import sys
 
 import pyarrow as pa
+import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,19 +22,23 @@ from luigi_tasks.sql import checked_identifier
 from luigi_tasks.synthetic import write_trip_csv
 from luigi_tasks.tasks.gcs import checked_prefix
 from tests.conftest import (
+    CSV_PATH,
     DATA,
     ZONE_FILES,
     files_under,
     luigi_command,
     luigi_settings,
     month,
+    month_path,
     pipeline_settings,
     run_tasks,
     serve_csv_month,
+    serve_zones,
     write_config,
 )
 
 YELLOW_HEAD = DATA / "yellow_tripdata_2020-07_head266.csv"
+JULY = dt.date(2020, 7, 1)
 
 
 def test_non_utf8_bytes_name_the_file_and_month(tmp_path):
@@ -275,3 +281,141 @@ def test_an_unresolvable_source_host_fails_the_run_at_once_in_one_line(tmp_path,
     assert summary == f"    failed: DownloadTripData: {message}"
     assert "retry" not in done.stderr and "Traceback" not in done.stderr  # failed at the first attempt
     assert files_under(tmp_path / "lake") == []
+
+
+# --- values the TLC's files and their copies hold, read as they are meant --------------------------------------------
+
+
+def _fhv_parquet(path, **columns) -> None:
+    base = {
+        "dispatching_base_num": pa.array(["B1", "B2", "B3"]),
+        "pickup_datetime": pa.array([dt.datetime(2021, 3, 1, 8), dt.datetime(2021, 3, 2, 9), dt.datetime(2021, 3, 3)]),
+        "dropOff_datetime": pa.array(
+            [dt.datetime(2021, 3, 1, 9), dt.datetime(2021, 3, 2, 10), dt.datetime(2021, 3, 4)]
+        ),
+        "PUlocationID": pa.array([1.0, 2.0, 3.0]),
+        "DOlocationID": pa.array([4.0, 5.0, 6.0]),
+    }
+    pq.write_table(pa.table({**base, **columns}), path)
+
+
+def test_nan_in_a_double_code_column_is_null_and_counted(tmp_path):
+    raw = tmp_path / "fhv_tripdata_2021-03.parquet"
+    _fhv_parquet(raw, PUlocationID=pa.array([1.0, float("nan"), None]), DOlocationID=pa.array([float("nan")] * 3))
+    out = tmp_path / "out" / "fhv.parquet"
+    manifest = to_canonical_parquet(raw, out, dataset=FHV, month=month("2021-03"), source_url="x")
+    table = pq.read_table(out)
+    assert table.column("PULocationID").to_pylist() == [1, None, None]
+    assert table.column("DOLocationID").to_pylist() == [None, None, None]
+    assert table.schema.field("PULocationID").type == pa.int64()
+    assert manifest.rows_out == 3
+    assert manifest.nan_codes_as_null == {"DOLocationID": 3, "PULocationID": 1}
+
+
+def test_nan_text_in_a_csv_code_column_is_null_and_counted(tmp_path):
+    lines = YELLOW_HEAD.read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[1].split(",")
+    row[header.index("passenger_count")] = "NaN"
+    lines[1] = ",".join(row)
+    raw = tmp_path / "yellow_tripdata_2020-07.csv"
+    raw.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out" / "yellow.parquet"
+    manifest = to_canonical_parquet(raw, out, dataset=YELLOW, month=month("2020-07"), source_url="x")
+    assert pq.read_table(out).column("passenger_count")[0].as_py() is None
+    assert manifest.nan_codes_as_null == {"passenger_count": 1}
+    assert manifest.rows_out == len(lines) - 1
+
+
+def test_decimal_money_keeps_its_decimal_value(tmp_path):
+    raw = tmp_path / "yellow_tripdata_2021-03.parquet"
+    csv_table = pa.csv.read_csv(YELLOW_HEAD).slice(0, 3)
+    fares = pa.array(
+        [decimal.Decimal("14.20"), decimal.Decimal("0.10"), decimal.Decimal("-52.70")], pa.decimal128(12, 2)
+    )
+    pq.write_table(csv_table.set_column(csv_table.schema.get_field_index("fare_amount"), "fare_amount", fares), raw)
+    out = tmp_path / "out" / "yellow.parquet"
+    to_canonical_parquet(raw, out, dataset=YELLOW, month=month("2020-07"), source_url="x")
+    assert pq.read_table(out).column("fare_amount").to_pylist() == [14.2, 0.1, -52.7]
+
+
+def test_int96_times_are_read_to_the_microsecond_with_the_year_3019_dropoff(tmp_path):
+    raw = tmp_path / "fhv_tripdata_2021-03.parquet"
+    dropoffs = [dt.datetime(2021, 3, 1, 9, 0, 0, 123456), dt.datetime(3019, 2, 28, 23, 59), dt.datetime(2021, 3, 4)]
+    table = pa.table(
+        {
+            "dispatching_base_num": pa.array(["B1", "B2", "B3"]),
+            "pickup_datetime": pa.array([dt.datetime(2021, 3, 1, 8)] * 3, pa.timestamp("us")),
+            "dropOff_datetime": pa.array(dropoffs, pa.timestamp("us")),
+            "PUlocationID": pa.array([1, 2, 3]),
+            "DOlocationID": pa.array([4, 5, 6]),
+        }
+    )
+    pq.write_table(table, raw, use_deprecated_int96_timestamps=True)  # as Spark and Hive write times
+    assert pq.ParquetFile(raw).schema.column(2).physical_type == "INT96"
+    out = tmp_path / "out" / "fhv.parquet"
+    to_canonical_parquet(raw, out, dataset=FHV, month=month("2021-03"), source_url="x")
+    assert pq.read_table(out).column("dropoff_datetime").to_pylist() == dropoffs
+
+
+def test_an_empty_trailing_column_of_a_csv_is_dropped(tmp_path):
+    lines = YELLOW_HEAD.read_text().splitlines()
+    raw = tmp_path / "yellow_tripdata_2020-07.csv"
+    raw.write_text("".join(line + ",\n" for line in lines))
+    out = tmp_path / "out" / "yellow.parquet"
+    manifest = to_canonical_parquet(raw, out, dataset=YELLOW, month=month("2020-07"), source_url="x")
+    expected = pa.csv.read_csv(YELLOW_HEAD)
+    assert manifest.rows_out == expected.num_rows == pq.read_metadata(out).num_rows
+    assert manifest.columns_dropped == ("",)
+    assert pq.read_table(out).column("total_amount").to_pylist() == expected.column("total_amount").to_pylist()
+
+
+def test_a_csv_gz_gzipped_twice_is_named_so(tmp_path, server):
+    raw = tmp_path / "yellow_tripdata_2020-07.csv.gz"
+    raw.write_bytes(gzip.compress(gzip.compress(YELLOW_HEAD.read_bytes(), mtime=0), mtime=0))
+    with pytest.raises(DataError) as raised:
+        to_canonical_parquet(
+            raw, tmp_path / "out" / "x.parquet", dataset=YELLOW, month=month("2020-07"), source_url="x"
+        )
+    assert str(raised.value) == (
+        f"yellow 2020-07 ({raw}): the file is gzip data inside gzip data (compressed twice, e.g. by a server):"
+        " decompress it once more, or serve it compressed once"
+    )
+    assert files_under(tmp_path / "out") == []
+    # The download's check says the same before the file is kept.
+    serve_zones(server)
+    serve_csv_month(server, "yellow", "2020-07", gzip.compress(YELLOW_HEAD.read_bytes(), mtime=0))
+    settings = pipeline_settings(server, tmp_path / "lake")
+    with luigi_settings(settings):
+        result, failures = run_tasks(ToParquet(service="yellow", month=month("2020-07")))
+    assert not result.scheduling_succeeded
+    (failure,) = failures.values()
+    assert str(failure).startswith("yellow 2020-07: ")
+    assert str(failure).endswith(
+        " is gzip data inside gzip data (compressed twice, e.g. by a server): decompress it once more, or serve it"
+        " compressed once"
+    )
+    assert [f for f in files_under(tmp_path / "lake") if "yellow" in f] == []
+
+
+def test_gzip_followed_by_zero_padding_is_read_as_gunzip_reads_it(tmp_path, server):
+    padded = gzip.compress(YELLOW_HEAD.read_bytes(), mtime=0) + bytes(4096)
+    assert subprocess.run(["gunzip", "-c"], input=padded, capture_output=True).stdout == YELLOW_HEAD.read_bytes()
+    serve_zones(server)
+    server.add(month_path(CSV_PATH, "yellow", "2020-07"), padded)
+    settings = pipeline_settings(server, tmp_path / "lake")
+    with luigi_settings(settings):
+        result, failures = run_tasks(ToParquet(service="yellow", month=month("2020-07")))
+    assert failures == {}
+    lake_file = tmp_path / "lake" / "yellow" / "2020" / "yellow_tripdata_2020-07.parquet"
+    assert pq.read_metadata(lake_file).num_rows == pa.csv.read_csv(YELLOW_HEAD).num_rows == 266
+
+
+def test_an_empty_parquet_source_says_it_has_no_rows(tmp_path):
+    raw = tmp_path / "fhv_tripdata_2021-03.parquet"
+    _fhv_parquet(raw)
+    pq.write_table(pq.read_table(raw).slice(0, 0), raw)
+    with pytest.raises(DataError) as raised:
+        to_canonical_parquet(raw, tmp_path / "out" / "x.parquet", dataset=FHV, month=month("2021-03"), source_url="x")
+    assert str(raised.value) == f"fhv 2021-03 ({raw}): the Parquet file has no rows"
+    assert files_under(tmp_path / "out") == []

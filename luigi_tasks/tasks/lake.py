@@ -164,6 +164,9 @@ class _Convert(ReloadableTask):
         summary = f"{manifest.rows_out:,} rows"
         if self.month is not None:
             summary += f", {manifest.rows_outside_month:,} with pickup outside the month"
+        if manifest.nan_codes_as_null:
+            nulled = ", ".join(f"{column} {count:,}" for column, count in manifest.nan_codes_as_null.items())
+            summary += f", NaN codes kept as NULL: {nulled}"
         self.set_status_message(summary)
         log.info("%s: %s -> %s", target.path, summary, raw.key.rpartition("/")[2])
         self.quality_warnings = tuple(f.text() for f in manifest.quality.findings) if manifest.quality else ()
