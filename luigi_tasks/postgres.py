@@ -51,6 +51,20 @@ _UNPARSEABLE_DSN = (
 )
 
 
+_UNENCODED_AT = (
+    "[postgres] dsn has an '@' in its user name or password that is not percent-encoded (libpq would read what"
+    " follows it as the host name, and show it; the DSN is not shown): write the '@' as %40"
+)
+_URI = re.compile(r"^postgres(?:ql)?://([^/?#]*)", re.IGNORECASE)
+
+
+def _check_uri_userinfo(dsn: str) -> None:
+    """Refuse a URI whose user name or password has a bare '@' before libpq splits it at the wrong one."""
+    uri = _URI.match(dsn.strip())
+    if uri and uri[1].count("@") > 1:
+        raise DataError(_UNENCODED_AT)
+
+
 def update_id(dataset: Dataset, month: dt.date | None) -> str:
     """The marker's stable id, e.g. 'yellow_tripdata:2021-01' or 'zones'."""
     return table_name(dataset) if month is None else f"{table_name(dataset)}:{month:%Y-%m}"
@@ -63,6 +77,8 @@ def describe_dsn(dsn: str) -> str:
     except psycopg2.ProgrammingError:
         return "(an unparseable [postgres] dsn)"
     host = parts.get("host") or os.environ.get("PGHOST") or "local socket"
+    if "@" in host:  # the tail of a password with a bare '@' (see _check_uri_userinfo)
+        return "(a [postgres] dsn with an '@' in its user name or password: not shown)"
     port = parts.get("port") or os.environ.get("PGPORT") or "5432"
     user = parts.get("user") or os.environ.get("PGUSER") or ""
     dbname = parts.get("dbname") or os.environ.get("PGDATABASE") or user or ""
@@ -101,6 +117,7 @@ def _masked(text: str, dsn: str) -> str:
 @contextmanager
 def connection(dsn: str) -> Iterator[psycopg2.extensions.connection]:
     """A connection whose errors name the server, never the password; closed on exit."""
+    _check_uri_userinfo(dsn)
     try:
         conn = psycopg2.connect(dsn, connect_timeout=10, application_name="luigi_tasks")
     except psycopg2.ProgrammingError:

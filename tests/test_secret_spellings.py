@@ -17,7 +17,7 @@ import pytest
 from luigi_tasks import DownloadTripData, LoadToPostgres
 from luigi_tasks.errors import DataError
 from luigi_tasks.notify import post_failure
-from luigi_tasks.postgres import _masked, done_updates
+from luigi_tasks.postgres import _masked, describe_dsn, done_updates
 from tests.conftest import luigi_settings, month, run_tasks
 
 TOKEN = "T000/B000/hook-path-secret"
@@ -139,6 +139,27 @@ def test_an_unparseable_dsn_is_one_line_that_quotes_none_of_it(lake, webhook, ds
     assert [body["error"] for body in webhook.bodies] == [f"cannot tell whether it is done: {UNPARSEABLE}"]
     for text in (history, json.dumps(webhook.bodies), result.summary_text):
         assert "secret" not in text
+
+
+def test_a_bare_at_in_a_uri_password_is_refused_before_connecting_and_never_shown(lake, webhook, luigi_log):
+    # libpq splits at the first '@': user etl, password hunter2, host "Pw-tail-secret@127.0.0.1".
+    dsn = "postgresql://etl:hunter2@Pw-tail-secret@127.0.0.1:1/db"
+    refused = (
+        "[postgres] dsn has an '@' in its user name or password that is not percent-encoded (libpq would read what"
+        " follows it as the host name, and show it; the DSN is not shown): write the '@' as %40"
+    )
+    with pytest.raises(DataError) as error:
+        done_updates(dsn, "table_updates", ["x"])
+    assert str(error.value) == refused
+    assert describe_dsn(dsn) == "(a [postgres] dsn with an '@' in its user name or password: not shown)"
+    settings = {("postgres", "dsn"): dsn, ("notify", "webhook_url"): webhook.url}
+    with luigi_settings(settings):
+        result, _ = run_tasks(LoadToPostgres(service="yellow", month=month("2020-07")))
+    assert not result.scheduling_succeeded
+    assert [body["error"] for body in webhook.bodies] == [f"cannot tell whether it is done: {refused}"]
+    history = (lake.parent / "history.sqlite").read_bytes().decode("utf-8", "replace")
+    for text in (history, json.dumps(webhook.bodies), result.summary_text, *luigi_log):
+        assert "Pw-tail" not in text and "hunter2" not in text
 
 
 @pytest.mark.parametrize("where", ["full-disk", "not-a-directory"])
