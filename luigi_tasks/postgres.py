@@ -16,9 +16,11 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote, quote_plus
 
 import psycopg2
@@ -44,6 +46,10 @@ _BATCH_ROWS = 16_384
 RowProgress = Callable[[int, "int | None"], None]
 ParquetSource = Path | pa.NativeFile  # a local file, or a lake file opened for random access
 ParquetOpener = Callable[[], pa.NativeFile]  # opens the lake's file for random access, once per call
+# A load takes its table locks in attempts this long: a reader queued behind one waits no longer.
+LOCK_ATTEMPT_SECONDS = 1.0
+_LOCK_PAUSE_SECONDS, _LOCK_PAUSE_MAX_SECONDS = 0.05, 1.0  # between attempts, doubling
+_T = TypeVar("_T")
 _STAGING = "_load_"  # a month's rows on their way in: {partition}_load_{random}, a table of its own
 _UNPARSEABLE_DSN = (
     "[postgres] dsn is not a libpq URI or key=value string (libpq's reason is not shown: it may quote the password);"
@@ -176,21 +182,37 @@ def _lock(cur, key: str) -> None:
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
 
 
-@contextmanager
-def _bounded_lock_wait(cur, lock_timeout: float, what: str, table: str) -> Iterator[None]:
-    """Wait at most `lock_timeout` seconds (0: no limit) for each table lock to the end of the transaction.
+def _in_lock_attempts(cur, lock_timeout: float, what: str, table: str, work: Callable[[], _T]) -> _T:
+    """Run `work` (statements that take table locks) in attempts of at most LOCK_ATTEMPT_SECONDS each, until
+    `lock_timeout` seconds (0: no limit) are spent; then fail in one line, the attempt rolled back.
 
-    A load waiting for a lock that a long reader holds makes every later query of the table queue behind it;
-    giving up frees them. Advisory locks are taken before this: loads of one month still take turns unbounded.
+    While a load waits for a lock that a long reader holds, every later query of the table queues behind it. Each
+    attempt gives up its place in the queue, so a reader waits at most one attempt, never the whole lock_timeout.
+    Advisory locks are taken before this: loads of one month still take turns unbounded.
     """
-    cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{round(lock_timeout * 1000)}ms",))
-    try:
-        yield
-    except psycopg2.errors.LockNotAvailable:
-        raise PipelineError(
-            f"{what}: another session held a lock on {table} for more than [postgres] lock_timeout = {lock_timeout:g}"
-            " seconds (a long query or an open transaction); nothing was loaded"
-        ) from None
+    deadline = time.monotonic() + lock_timeout if lock_timeout else None
+    pause = _LOCK_PAUSE_SECONDS
+    while True:
+        left = LOCK_ATTEMPT_SECONDS if deadline is None else deadline - time.monotonic()
+        cur.execute("SAVEPOINT lock_attempt")
+        cur.execute(
+            "SELECT set_config('lock_timeout', %s, true)",
+            (f"{max(1, round(min(LOCK_ATTEMPT_SECONDS, left) * 1000))}ms",),
+        )
+        try:
+            done = work()
+        except psycopg2.errors.LockNotAvailable:
+            cur.execute("ROLLBACK TO SAVEPOINT lock_attempt")
+            if deadline is not None and time.monotonic() + pause >= deadline:
+                raise PipelineError(
+                    f"{what}: another session held a lock on {table} for more than [postgres] lock_timeout ="
+                    f" {lock_timeout:g} seconds (a long query or an open transaction); nothing was loaded"
+                ) from None
+            time.sleep(pause)  # the queue behind the attempt drains meanwhile
+            pause = min(pause * 2, _LOCK_PAUSE_MAX_SECONDS)
+            continue
+        cur.execute("RELEASE SAVEPOINT lock_attempt")
+        return done
 
 
 def ensure_marker_table(cur, marker_table: str) -> None:
@@ -202,6 +224,7 @@ def ensure_marker_table(cur, marker_table: str) -> None:
         (quote_ident(marker_table),),
     )
     if cur.fetchone()[0]:
+        _check_marker_key(cur, marker_table)
         return  # no ALTER when the column is there: it would lock the table against every reader
     _lock(cur, marker_table)
     cur.execute("SAVEPOINT create_marker_table")
@@ -218,6 +241,23 @@ def ensure_marker_table(cur, marker_table: str) -> None:
         cur.execute("RELEASE SAVEPOINT create_marker_table")
     # The lake file a month was loaded from: a month redone in the lake is then no longer done here.
     cur.execute(f"ALTER TABLE {quote_ident(marker_table)} ADD COLUMN IF NOT EXISTS lake_file TEXT")
+    _check_marker_key(cur, marker_table)
+
+
+def _check_marker_key(cur, marker_table: str) -> None:
+    """A marker table of someone else's making may lack the key that recording a month once relies on."""
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+        " AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indnkeyatts = 1"
+        " AND i.indpred IS NULL AND a.attname = 'update_id')",
+        (quote_ident(marker_table),),
+    )
+    if not cur.fetchone()[0]:
+        raise DataError(
+            f"[postgres] marker_table {marker_table} has no primary key on update_id, which a load needs to record"
+            f" its month once: add it with ALTER TABLE {marker_table} ADD PRIMARY KEY (update_id),"
+            " or set another [postgres] marker_table; nothing was loaded"
+        )
 
 
 def _partition_name(table: str, month: dt.date) -> str:
@@ -234,12 +274,15 @@ def prepare_service_table(conn, dataset: Dataset, month: dt.date, marker_table: 
     partition = _partition_name(table, month)
     with conn.cursor() as cur:
         _lock(cur, table)
-        with _bounded_lock_wait(cur, lock_timeout, update_id(dataset, month), table):
+
+        def prepare() -> None:
             if not _check_table(cur, table, dataset, partitioned=True):
                 cur.execute(_create_sql(table, dataset, partitioned=True))
             if _relkind(cur, partition) is not None:
                 _check_attached(cur, table, partition)
             ensure_marker_table(cur, marker_table)
+
+        _in_lock_attempts(cur, lock_timeout, update_id(dataset, month), table, prepare)
     conn.commit()
     return partition
 
@@ -485,7 +528,8 @@ def _swap_in(
     with conn.cursor() as cur:
         _lock(cur, update)
         replacing = _relkind(cur, partition) is not None
-        with _bounded_lock_wait(cur, lock_timeout, update, partition if replacing else table):
+
+        def swap() -> None:
             if replacing:
                 _check_attached(cur, table, partition)
                 cur.execute(f"DROP TABLE {quote_ident(partition)}")
@@ -496,6 +540,8 @@ def _swap_in(
             )
             cur.execute(f"ALTER TABLE {quote_ident(partition)} DROP CONSTRAINT {quote_ident(staging + '_month')}")
             _mark(cur, marker_table, update, table, lake_file)
+
+        _in_lock_attempts(cur, lock_timeout, update, partition if replacing else table, swap)
     conn.commit()
 
 
@@ -506,13 +552,17 @@ def load_zones(
     with connection(dsn) as conn:
         with conn.cursor() as cur:
             _lock(cur, "zones")  # held to the commit: concurrent loads of the zones take turns
-            with _bounded_lock_wait(cur, lock_timeout, "zones", "zones"):
+
+            def replace() -> int:
                 if not _check_table(cur, "zones", ZONES, partitioned=False):
                     cur.execute(_create_sql("zones", ZONES, partitioned=False))
                 ensure_marker_table(cur, marker_table)
                 cur.execute("DELETE FROM zones")
                 copied = _copy(cur, "zones", [c.name for c in ZONES.columns], parquet, None, None)
                 _mark(cur, marker_table, update_id(ZONES, None), "zones", lake_file)
+                return copied
+
+            copied = _in_lock_attempts(cur, lock_timeout, "zones", "zones", replace)
         conn.commit()
     return copied
 

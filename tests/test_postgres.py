@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import luigi
@@ -323,3 +324,63 @@ def test_a_new_month_is_attached_while_a_reader_has_the_table_open(pg_dsn, tmp_p
             assert cur.fetchone() == (5000,)  # read committed: the next statement sees the new month whole
     finally:
         reader.close()
+
+
+def test_readers_are_not_held_behind_a_reload_that_waits_for_a_long_reader(pg_dsn, tmp_path):
+    july = canonical(tmp_path, YELLOW, "2020-07", 3000, seed=1)
+    load_month(pg_dsn, july, dataset=YELLOW, month=month("2020-07"), marker_table="table_updates")
+    (tmp_path / "again").mkdir()
+    again = canonical(tmp_path / "again", YELLOW, "2020-07", 2000, seed=2)
+    long_reader = psycopg2.connect(pg_dsn)
+    long_reader.cursor().execute("SELECT count(*) FROM yellow_tripdata")  # its transaction stays open
+    errors: list[BaseException] = []
+
+    def reload() -> None:
+        try:
+            load_month(pg_dsn, again, dataset=YELLOW, month=month("2020-07"), marker_table="table_updates",
+                       lock_timeout=30)  # fmt: skip
+        except BaseException as exc:
+            errors.append(exc)
+
+    loader = threading.Thread(target=reload)
+    loader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not query(pg_dsn, "SELECT 1 FROM pg_locks WHERE NOT granted AND locktype = 'relation'"):
+            assert time.monotonic() < deadline, "the reload never waited for the long reader"
+            time.sleep(0.05)
+        # Dashboards meanwhile: each query waits at most one of the reload's short lock attempts, not its 30 s.
+        for _ in range(3):
+            with psycopg2.connect(pg_dsn, options="-c statement_timeout=5000") as reader, reader.cursor() as cur:
+                cur.execute("SELECT count(*) FROM yellow_tripdata")
+                assert cur.fetchone() == (3000,)
+            reader.close()
+            time.sleep(1)
+        assert loader.is_alive()  # still waiting for the long reader, as it must
+    finally:
+        long_reader.close()
+        loader.join(60)
+    assert errors == []
+    assert month_counts(pg_dsn, "yellow_tripdata") == {"2020-07": 2000}
+    assert tables(pg_dsn) == ["table_updates", "yellow_tripdata", "yellow_tripdata_2020_07"]
+
+
+def test_a_marker_table_without_a_primary_key_is_one_line_saying_what_to_do(pg_dsn, tmp_path):
+    query_ddl = "CREATE TABLE table_updates (update_id TEXT, target_table TEXT, inserted TIMESTAMP, lake_file TEXT)"
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute(query_ddl)
+    conn.close()
+    parquet = canonical(tmp_path, YELLOW, "2021-01", 100)
+    with pytest.raises(DataError) as error:
+        load_month(pg_dsn, parquet, dataset=YELLOW, month=month("2021-01"), marker_table="table_updates")
+    assert str(error.value) == (
+        "[postgres] marker_table table_updates has no primary key on update_id, which a load needs to record its"
+        " month once: add it with ALTER TABLE table_updates ADD PRIMARY KEY (update_id), or set another"
+        " [postgres] marker_table; nothing was loaded"
+    )
+    assert query(pg_dsn, "SELECT count(*) FROM table_updates") == [(0,)]
+    assert query(pg_dsn, "SELECT to_regclass('yellow_tripdata') IS NULL") == [(True,)]  # nothing made, nothing loaded
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE table_updates ADD PRIMARY KEY (update_id)")
+    conn.close()
+    assert load_month(pg_dsn, parquet, dataset=YELLOW, month=month("2021-01"), marker_table="table_updates") == 100
