@@ -191,7 +191,8 @@ class postgres(_Section):  # noqa: N801
     lock_timeout = luigi.FloatParameter(
         default=60.0,
         description="Seconds a load waits for a table lock another session holds (a long query, an open "
-        "transaction) before it fails; while it waits, other queries of the table queue behind it. 0: no limit",
+        "transaction) before it fails, in attempts of one second that other queries of the table queue behind at "
+        "most. 0: no limit",
     )
 
     load_streams = luigi.IntParameter(
