@@ -27,12 +27,28 @@ TEXT = pa.string()
 
 
 @dataclass(frozen=True)
+class Derived:
+    """How a column is computed in the months whose files lack it, from canonical columns those files have.
+
+    "code": the column's `values` applied to the text of `inputs[0]` (VendorID from 2009's vendor_name);
+    "zone": the taxi zone holding the point (`inputs`: longitude, latitude), from the TLC's zone shapes.
+    """
+
+    how: str
+    inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Column:
     name: str
     type: pa.DataType
     aliases: tuple[str, ...] = ()
     # Columns that exist only in some eras of a service become NULL in the months that lack them.
     optional: bool = False
+    # An older era's spellings of the values (lower-cased source text -> canonical value), used where a file holds
+    # text in a code column (or numbers in a text one): "CSH" -> 2. Text the map lacks is NULL, counted.
+    values: tuple[tuple[str, object], ...] = ()
+    derived: Derived | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,18 @@ class Dataset:
 
 _PU = Column("PULocationID", CODE, ("PUlocationID",))
 _DO = Column("DOLocationID", CODE, ("DOlocationID",))
+# Yellow 2009 and 2010 (ERAS.md): coordinates instead of zone ids, text vendors and payment types, other names.
+_YELLOW_PU = Column(_PU.name, CODE, _PU.aliases, derived=Derived("zone", ("pickup_longitude", "pickup_latitude")))
+_YELLOW_DO = Column(_DO.name, CODE, _DO.aliases, derived=Derived("zone", ("dropoff_longitude", "dropoff_latitude")))
+# The data dictionary's vendor codes; DDS (Digital Dispatch Systems, 2009-2010) has none: NULL, its name kept.
+VENDOR_CODES = (("cmt", 1), ("vts", 2))
+PAYMENT_CODES = (
+    *(("credit", 1), ("cre", 1), ("crd", 1)),
+    *(("cash", 2), ("cas", 2), ("csh", 2)),
+    *(("no charge", 3), ("no", 3), ("noc", 3)),
+    *(("dispute", 4), ("dis", 4)),
+)
+STORE_AND_FORWARD = (("1", "Y"), ("0", "N"))  # 2009's store_and_forward is a number
 _CONGESTION = Column("congestion_surcharge", AMOUNT, optional=True)
 _AIRPORT = Column("airport_fee", AMOUNT, ("Airport_fee",), optional=True)
 _CBD = Column("cbd_congestion_fee", AMOUNT, optional=True)
@@ -86,26 +114,33 @@ YELLOW = Dataset(
     first_month=dt.date(2009, 1, 1),
     course_csv=(dt.date(2019, 1, 1), _COURSE_CSV_LAST),
     columns=(
-        Column("VendorID", CODE),
-        Column("tpep_pickup_datetime", TIME),
-        Column("tpep_dropoff_datetime", TIME),
+        Column("VendorID", CODE, values=VENDOR_CODES, derived=Derived("code", ("vendor_name",))),
+        Column("tpep_pickup_datetime", TIME, ("Trip_Pickup_DateTime", "pickup_datetime")),
+        Column("tpep_dropoff_datetime", TIME, ("Trip_Dropoff_DateTime", "dropoff_datetime")),
         Column("passenger_count", CODE),
         Column("trip_distance", AMOUNT),
-        Column("RatecodeID", CODE),
-        Column("store_and_fwd_flag", TEXT),
-        _PU,
-        _DO,
-        Column("payment_type", CODE),
-        Column("fare_amount", AMOUNT),
-        Column("extra", AMOUNT),
+        Column("RatecodeID", CODE, ("Rate_Code",)),
+        Column("store_and_fwd_flag", TEXT, ("store_and_forward",), optional=True, values=STORE_AND_FORWARD),
+        _YELLOW_PU,
+        _YELLOW_DO,
+        Column("payment_type", CODE, values=PAYMENT_CODES),
+        Column("fare_amount", AMOUNT, ("Fare_Amt",)),
+        Column("extra", AMOUNT, ("surcharge",)),
         Column("mta_tax", AMOUNT),
-        Column("tip_amount", AMOUNT),
-        Column("tolls_amount", AMOUNT),
-        Column("improvement_surcharge", AMOUNT),
-        Column("total_amount", AMOUNT),
+        Column("tip_amount", AMOUNT, ("Tip_Amt",)),
+        Column("tolls_amount", AMOUNT, ("Tolls_Amt",)),
+        Column("improvement_surcharge", AMOUNT, optional=True),  # from 2015; NULL in 2009-2014
+        Column("total_amount", AMOUNT, ("Total_Amt",)),
         _CONGESTION,
         _AIRPORT,
         _CBD,
+        # 2009-2010 only; NULL in every later month. 0 means unknown, as the TLC wrote it.
+        Column("pickup_longitude", AMOUNT, ("Start_Lon",), optional=True),
+        Column("pickup_latitude", AMOUNT, ("Start_Lat",), optional=True),
+        Column("dropoff_longitude", AMOUNT, ("End_Lon",), optional=True),
+        Column("dropoff_latitude", AMOUNT, ("End_Lat",), optional=True),
+        # The vendor as 2009-2010 wrote it (VTS, CMT, DDS): DDS has no VendorID code.
+        Column("vendor_name", TEXT, ("vendor_id",), optional=True),
     ),
 )
 
@@ -270,6 +305,7 @@ class ColumnPlan:
     read: tuple[tuple[str, Column], ...]  # (source spelling, canonical column), in source order
     missing: tuple[Column, ...]  # optional columns this file lacks: written as NULL
     dropped: tuple[str, ...]  # source columns that are not read (a pandas index, or unknown when dropping)
+    derived: tuple[Column, ...] = ()  # columns this file lacks, computed from its others (see Derived)
 
 
 def plan_columns(dataset: Dataset, header: Sequence[str], *, where: str, unknown_columns: str = "error") -> ColumnPlan:
@@ -305,11 +341,12 @@ def plan_columns(dataset: Dataset, header: Sequence[str], *, where: str, unknown
             f"{', '.join(c.name for c in dataset.columns)}"
         )
     dropped.extend(unknown)
-    absent = [c for c in dataset.columns if c.name not in seen]
+    derived = [c for c in dataset.columns if c.name not in seen and c.derived and set(c.derived.inputs) <= set(seen)]
+    absent = [c for c in dataset.columns if c.name not in seen and c not in derived]
     required = [c.name for c in absent if not c.optional]
     if required:
         raise DataError(f"{where}: missing required column{'s' if len(required) > 1 else ''} {', '.join(required)}")
-    return ColumnPlan(read=tuple(read), missing=tuple(absent), dropped=tuple(dropped))
+    return ColumnPlan(read=tuple(read), missing=tuple(absent), dropped=tuple(dropped), derived=tuple(derived))
 
 
 def packed_scalar(type_: pa.DataType, fmt: str, value: float) -> pa.Scalar:

@@ -41,6 +41,7 @@ from luigi_tasks.catalog import (
     packed_scalar,
     plan_columns,
 )
+from luigi_tasks.derive import NullCounts, derived, has_spellings, mapped, needs_map
 from luigi_tasks.download import GZIP_TWICE, is_gzip, payload_kind, redact_url
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.files import atomic_path, sha256_of
@@ -101,6 +102,10 @@ class Manifest:
     quality: Quality | None = None  # absent from manifests written before quality was checked
     # Integer codes that the source wrote as NaN (a float's "unknown"), kept as NULL: column -> values.
     nan_codes_as_null: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Text in a code column that no spelling of the catalogue maps (2009's vendor "DDS"): column -> value -> rows.
+    values_without_code: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    # Zone ids computed from coordinates (2009-2010) that are NULL: column -> "no coordinates" / "in no zone" -> rows.
+    zones_not_found: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -152,8 +157,8 @@ def to_canonical_parquet(
     stats = _PickupStats(dataset.pickup_column, month)
     quality = quality or QualityCounter(dataset)
     rows_out = 0
-    nan_codes: collections.Counter[str] = collections.Counter()
-    canonical_batches = _canonical_batches(source, dataset, where, nan_codes)
+    nulled = NullCounts()
+    canonical_batches = _canonical_batches(source, dataset, where, nulled)
     with _disk_full_named(where, dest), ThreadPoolExecutor(max_workers=1) as hasher, atomic_path(dest) as part:
         # The checksum runs beside the conversion: hashlib releases the GIL.
         source_sha256 = hasher.submit(sha256_of, raw)
@@ -179,7 +184,9 @@ def to_canonical_parquet(
                 rows_out=rows_out,
                 columns_filled_null=tuple(c.name for c in source.plan.missing),
                 columns_dropped=tuple(source.plan.dropped),
-                nan_codes_as_null=dict(sorted(nan_codes.items())),
+                nan_codes_as_null=dict(sorted(nulled.nan_codes.items())),
+                values_without_code={name: dict(found.most_common()) for name, found in nulled.without_code.items()},
+                zones_not_found={name: dict(sorted(found.items())) for name, found in nulled.zones.items()},
                 quality=quality.result(_label(dataset, month), rows_out, stats.without, stats.outside),
                 **stats.summary(),
             )
@@ -242,40 +249,49 @@ class _NotWhole(pa.ArrowInvalid):
 
 
 def _canonical_batches(
-    source: _CsvSource | _ParquetSource, dataset: Dataset, where: str, nan_codes: collections.Counter[str]
+    source: _CsvSource | _ParquetSource, dataset: Dataset, where: str, nulled: NullCounts
 ) -> Iterator[pa.RecordBatch]:
     """The source's batches in the canonical schema; a value that does not fit is named where it is. NaN codes
-    become NULL, counted in `nan_codes`."""
+    and values without a code become NULL, counted in `nulled`."""
     try:
         for batch in source.batches():
-            yield _canonical(batch, dataset, source.plan, where=where, nan_codes=nan_codes)
+            yield _canonical(batch, dataset, source.plan, where=where, nulled=nulled)
     except _BadValue as bad:
         raise source.locate(bad) from None
 
 
 def _canonical(
-    batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, where: str, nan_codes: collections.Counter[str]
+    batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, where: str, nulled: NullCounts
 ) -> pa.RecordBatch:
-    """Cast to the catalogue's types, fill absent columns with NULL, put columns in canonical order."""
+    """Cast to the catalogue's types, map older spellings, derive what the file lacks (zone ids from coordinates),
+    fill absent columns with NULL, put columns in canonical order."""
     spelled = {column.name: source_name for source_name, column in plan.read}
-    arrays = []
+    arrays: dict[str, pa.Array] = {}
     for column in dataset.columns:
         if column.name not in spelled:
-            arrays.append(pa.nulls(batch.num_rows, column.type))
+            arrays[column.name] = pa.nulls(batch.num_rows, column.type)
             continue
         values = batch.column(column.name)
         try:
-            arrays.append(_cast(values, column.type))
+            if needs_map(column, values.type):
+                arrays[column.name] = mapped(values, column, nulled)
+                continue
+            arrays[column.name] = _cast(values, column.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            if has_spellings(column, values):  # an older era's text codes ("CSH" for cash)
+                arrays[column.name] = mapped(values, column, nulled)
+                continue
             raise _BadValue(
                 f"{where}: column {spelled[column.name]!r} cannot be read as {column.type}: {exc}",
                 column=spelled[column.name],
                 value=getattr(exc, "value", None),
                 type_name=str(column.type),
             ) from None
-        if column.type == CODE and arrays[-1].null_count > values.null_count:
-            nan_codes[column.name] += arrays[-1].null_count - values.null_count  # the only values a cast nulls
-    return pa.RecordBatch.from_arrays(arrays, schema=dataset.schema)
+        if column.type == CODE and arrays[column.name].null_count > values.null_count:
+            nulled.nan_codes[column.name] += arrays[column.name].null_count - values.null_count  # only NaN is nulled
+    for column in plan.derived:
+        arrays[column.name] = derived(column, arrays, nulled)
+    return pa.RecordBatch.from_arrays([arrays[column.name] for column in dataset.columns], schema=dataset.schema)
 
 
 def _cast(values: pa.Array, canonical: pa.DataType) -> pa.Array:

@@ -73,19 +73,16 @@ def test_fhvhv_course_backup_without_licence_number():
     assert "hvfhs_license_num" in [c.name for c in plan.missing]
 
 
-def test_pre_2017_yellow_layout_names_the_columns_it_does_not_know():
-    # The 2015-2016 yellow header, with coordinates instead of zone ids.
+def test_pre_2017_yellow_layout_derives_zone_ids_from_its_coordinates():
+    # The 2015-2016 yellow CSV header, with coordinates instead of zone ids.
     header = header_of(DATA / "headers" / "yellow_tripdata_2019-01.csv")[:5] + [
         "pickup_longitude", "pickup_latitude", "RatecodeID", "store_and_fwd_flag", "dropoff_longitude",
         "dropoff_latitude", "payment_type", "fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount",
         "improvement_surcharge", "total_amount",
     ]  # fmt: skip
-    with pytest.raises(DataError) as error:
-        plan_columns(YELLOW, header, where="yellow 2016-01 (http://host/yellow_tripdata_2016-01.csv.gz)")
-    message = str(error.value)
-    assert message.startswith("yellow 2016-01 (http://host/yellow_tripdata_2016-01.csv.gz): unknown columns ")
-    for name in ("pickup_longitude", "pickup_latitude", "dropoff_longitude", "dropoff_latitude"):
-        assert repr(name) in message
+    plan = plan_columns(YELLOW, header, where="yellow 2016-01 (http://host/yellow_tripdata_2016-01.csv.gz)")
+    assert [c.name for c in plan.derived] == ["PULocationID", "DOLocationID"]
+    assert "pickup_longitude" in [column.name for _, column in plan.read]
 
 
 def test_unknown_columns_can_be_dropped_by_config():

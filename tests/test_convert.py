@@ -27,6 +27,8 @@ YELLOW_HEAD = DATA / "yellow_tripdata_2020-07_head266.csv"
 GREEN_HEAD = DATA / "green_tripdata_2019-01_head99.csv"
 FHVHV_HEAD = DATA / "fhvhv_tripdata_2021-06_nyc-tlc-data-backup_head100.csv"
 ZONES_CSV = DATA / "taxi_zone_lookup.csv"
+# Yellow columns only 2009-2010 files fill: NULL in every later month.
+COORDINATE_ERA_COLUMNS = ("pickup_longitude", "pickup_latitude", "dropoff_longitude", "dropoff_latitude", "vendor_name")
 
 
 def source_rows(path: Path) -> int:
@@ -103,13 +105,14 @@ def test_known_row_of_yellow_2020_07(tmp_path):
         "congestion_surcharge": 0.0,
         "airport_fee": None,
         "cbd_congestion_fee": None,
+        **dict.fromkeys(COORDINATE_ERA_COLUMNS),
     }
     # The head starts on 2020-07-01 but some trips picked up on 2020-06-30: kept and counted.
     table = pq.read_table(dest)
     before = pc.sum(pc.less(table["tpep_pickup_datetime"], pa.scalar(dt.datetime(2020, 7, 1)))).as_py()
     assert manifest.rows_outside_month == before > 0
     assert manifest.min_pickup == str(pc.min(table["tpep_pickup_datetime"]).as_py())
-    assert manifest.columns_filled_null == ("airport_fee", "cbd_congestion_fee")
+    assert manifest.columns_filled_null == ("airport_fee", "cbd_congestion_fee", *COORDINATE_ERA_COLUMNS)
 
 
 def test_zone_265_and_strings_na_stay_strings(tmp_path):
@@ -219,7 +222,7 @@ def test_parquet_source_is_cast_to_the_same_schema(tmp_path):
     assert table["passenger_count"].to_pylist() == [1, None, 2, 1]
     assert table["airport_fee"].to_pylist() == [1.0] * n
     assert manifest.rows_in == manifest.rows_out == n
-    assert manifest.columns_filled_null == ("cbd_congestion_fee",)
+    assert manifest.columns_filled_null == ("cbd_congestion_fee", *COORDINATE_ERA_COLUMNS)
 
 
 def test_a_pandas_index_in_a_parquet_source_is_dropped(tmp_path):
