@@ -272,8 +272,8 @@ def test_a_coordinate_era_conversion_does_not_import_pandas(tmp_path):
         "import sys, datetime as dt; from pathlib import Path; from luigi_tasks.catalog import YELLOW;"
         " from luigi_tasks.convert import to_canonical_parquet;"
         " m = to_canonical_parquet(Path(sys.argv[1]), Path(sys.argv[2]), dataset=YELLOW, month=dt.date(2009, 1, 1),"
-        " source_url='x'); import pyarrow.parquet as pq;"
-        " print(pq.read_table(sys.argv[2]).column('PULocationID').to_pylist(), 'pandas' in sys.modules)"
+        " source_url='x'); imported = 'pandas' in sys.modules; import pyarrow.parquet as pq;"
+        " print(pq.read_table(sys.argv[2]).column('PULocationID').to_pylist(), imported)"
     )
     done = subprocess.run([sys.executable, "-c", script, str(raw), str(tmp_path / "out.parquet")],
                           capture_output=True, text=True, check=True)  # fmt: skip
