@@ -9,7 +9,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["luigi_tasks", "luigi_tasks.*"]),
-    package_data={"luigi_tasks": ["logging.cfg"]},
+    package_data={"luigi_tasks": ["logging.cfg"], "luigi_tasks.data": ["taxi_zones.zip"]},
     python_requires=">=3.10",
     install_requires=[
         "luigi>=3.5,<4",
@@ -22,6 +22,10 @@ setup(
         "boto3>=1.34",
         "duckdb>=1.1",  # the test extras pin 1.5.5, which this allows
         "isal>=1.6",  # ISA-L's gzip: inflates a .csv.gz in 40% of zlib's time
+        # Zone ids of 2009-2010's coordinates, from the TLC's zone shapefile (luigi_tasks/data/taxi_zones.zip).
+        "shapely>=2.0",
+        "pyproj>=3.6",
+        "pyshp>=2.3",
     ],
     extras_require={
         "test": [
