@@ -148,7 +148,9 @@ GREEN = Dataset(
     name="green",
     file_stem=_TRIP_STEM,
     pickup_column="lpep_pickup_datetime",
-    first_month=dt.date(2013, 8, 1),
+    # Green trips began in 2013-08, but the TLC publishes them from 2014-01: 2013's months were CSV on a bucket
+    # that is gone, and the course's backups start in 2019.
+    first_month=dt.date(2014, 1, 1),
     course_csv=(dt.date(2019, 1, 1), _COURSE_CSV_LAST),
     columns=(
         Column("VendorID", CODE),

@@ -72,6 +72,19 @@ def test_dry_run_lists_exactly_the_missing_months_and_runs_nothing(lake, server,
     assert len(files_under(lake)) == 6  # 2 raw files, 2 Parquet files and their manifests
 
 
+def test_green_before_2014_is_listed_as_not_published_and_not_fetched(lake, server, capsys):
+    out = dry_run(capsys, services="green", start=month("2013-06"), stop=month("2014-02"))
+    assert out.splitlines() == [
+        "Backfill 2013-06..2014-02 into lake (dry run):",
+        "green: 0 done",
+        "green: 2 to run 2014-01..2014-02",
+        "    into lake: 2014-01..2014-02",
+        "green: skipped, not published by the TLC: 2013-06..2013-12",
+        "zone lookup: to load into lake",
+    ]
+    assert server.total_requests() == 0
+
+
 def test_backfill_runs_the_missing_months_and_a_rerun_runs_nothing(pg_lake, pg_dsn, server, capsys):
     serve_range(server, "yellow", YELLOW_HEAD, ["2020-07", "2020-08", "2020-09"])
     serve_range(server, "green", GREEN_HEAD, ["2020-07", "2020-08", "2020-09"])
