@@ -308,13 +308,18 @@ class ColumnPlan:
     missing: tuple[Column, ...]  # optional columns this file lacks: written as NULL
     dropped: tuple[str, ...]  # source columns that are not read (a pandas index, or unknown when dropping)
     derived: tuple[Column, ...] = ()  # columns this file lacks, computed from its others (see Derived)
+    added: tuple[str, ...] = ()  # columns the catalogue does not know, kept after the canonical ones
 
 
-def plan_columns(dataset: Dataset, header: Sequence[str], *, where: str, unknown_columns: str = "error") -> ColumnPlan:
+NEW_COLUMN_POLICIES = ("keep", "drop", "refuse")
+
+
+def plan_columns(dataset: Dataset, header: Sequence[str], *, where: str, new_columns: str = "refuse") -> ColumnPlan:
     """Match a source header against the catalogue.
 
-    `where` names the file and month for error messages. Unknown columns are an error unless
-    `unknown_columns` is "drop"; required columns that are absent are always an error.
+    `where` names the file and month for error messages. A column the catalogue does not know is kept after the
+    canonical ones (`new_columns` "keep"), dropped ("drop") or an error ("refuse"); required columns that are
+    absent are always an error.
     """
     read: list[tuple[str, Column]] = []
     dropped: list[str] = []
@@ -336,19 +341,23 @@ def plan_columns(dataset: Dataset, header: Sequence[str], *, where: str, unknown
             raise DataError(f"{where}: columns {seen[column.name]!r} and {name!r} both mean {column.name!r}")
         seen[column.name] = name
         read.append((name, column))
-    if unknown and unknown_columns != "drop":
+    if unknown and new_columns == "refuse":
         raise DataError(
             f"{where}: unknown column{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(repr(u) for u in unknown)}; the {dataset.name} catalogue knows "
-            f"{', '.join(c.name for c in dataset.columns)}"
+            f"{', '.join(c.name for c in dataset.columns)}; [tlc] new_columns = keep keeps such columns"
         )
-    dropped.extend(unknown)
+    if new_columns != "keep":
+        dropped.extend(unknown)
     derived = [c for c in dataset.columns if c.name not in seen and c.derived and set(c.derived.inputs) <= set(seen)]
     absent = [c for c in dataset.columns if c.name not in seen and c not in derived]
     required = [c.name for c in absent if not c.optional]
     if required:
         raise DataError(f"{where}: missing required column{'s' if len(required) > 1 else ''} {', '.join(required)}")
-    return ColumnPlan(read=tuple(read), missing=tuple(absent), dropped=tuple(dropped), derived=tuple(derived))
+    added = tuple(unknown) if new_columns == "keep" else ()
+    return ColumnPlan(
+        read=tuple(read), missing=tuple(absent), dropped=tuple(dropped), derived=tuple(derived), added=added
+    )
 
 
 def packed_scalar(type_: pa.DataType, fmt: str, value: float) -> pa.Scalar:

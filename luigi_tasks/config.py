@@ -121,10 +121,17 @@ class tlc(_Section):  # noqa: N801 - the class name is the config section's name
     publication_lag_months = luigi.IntParameter(
         default=2, description="Months between a month's end and its files on the TLC site (for --stop latest)"
     )
+    new_columns = ChoiceParameter(
+        choices=list(catalog.NEW_COLUMN_POLICIES),
+        default="keep",
+        description="What a source column the catalogue does not know does: keep (into the lake file after the "
+        "canonical columns, with a normalised type, and added to every warehouse table as a nullable column), drop, "
+        "or refuse the month",
+    )
     unknown_columns = ChoiceParameter(
         choices=["error", "drop"],
         default="error",
-        description="What a source column the catalogue does not know does: fail the month, or be dropped",
+        description="The older spelling of new_columns (error: refuse, drop: drop), read when only it is set",
     )
 
     def __init__(self, *args, **kwargs) -> None:
@@ -134,6 +141,14 @@ class tlc(_Section):  # noqa: N801 - the class name is the config section's name
         check_setting(self.retries >= 0, "[tlc] retries", self.retries, "0 or more retries")
         check_setting(self.retry_backoff >= 0, "[tlc] retry_backoff", self.retry_backoff, "0 or more seconds")
         check_setting(self.timeout > 0, "[tlc] timeout", self.timeout, "more than 0 seconds")
+
+    @property
+    def column_policy(self) -> str:
+        """new_columns, or what an older config file says with unknown_columns alone."""
+        parser = luigi.configuration.get_config()
+        if parser.has_option("tlc", "unknown_columns") and not parser.has_option("tlc", "new_columns"):
+            return {"error": "refuse", "drop": "drop"}[self.unknown_columns]
+        return self.new_columns
 
     def url_for(self, service: str, year: str, month: str) -> str:
         template = getattr(self, self.url_key(service, dt.date(int(year), int(month), 1)))

@@ -33,6 +33,7 @@ from isal import igzip, isal_zlib
 from luigi_tasks.catalog import (
     AMOUNT,
     CODE,
+    TEXT,
     TIME,
     TLC_TIME_ZONE,
     ColumnPlan,
@@ -106,6 +107,8 @@ class Manifest:
     values_without_code: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     # Zone ids computed from coordinates (2009-2010) that are NULL: column -> "no coordinates" / "in no zone" -> rows.
     zones_not_found: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    # Columns the catalogue does not know, kept after the canonical ones: name -> Arrow type.
+    columns_added: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -139,7 +142,7 @@ def to_canonical_parquet(
     month: dt.date | None,
     source_url: str,
     row_group_rows: int = 131_072,
-    unknown_columns: str = "error",
+    new_columns: str = "refuse",
     progress: RowProgress | None = None,
     quality: QualityCounter | None = None,
 ) -> Manifest:
@@ -151,9 +154,9 @@ def to_canonical_parquet(
     where = f"{_label(dataset, month)} ({raw})"
     kind = payload_kind(raw.name)
     if kind == "parquet":
-        source = _ParquetSource(raw, dataset, where=where, unknown_columns=unknown_columns)
+        source = _ParquetSource(raw, dataset, where=where, new_columns=new_columns)
     else:
-        source = _CsvSource(raw, dataset, kind=kind, where=where, unknown_columns=unknown_columns)
+        source = _CsvSource(raw, dataset, kind=kind, where=where, new_columns=new_columns)
     stats = _PickupStats(dataset.pickup_column, month)
     quality = quality or QualityCounter(dataset)
     rows_out = 0
@@ -163,7 +166,7 @@ def to_canonical_parquet(
         # The checksum runs beside the conversion: hashlib releases the GIL.
         source_sha256 = hasher.submit(sha256_of, raw)
         with pq.ParquetWriter(
-            part, dataset.schema, compression="zstd", use_dictionary=_dictionary_columns(dataset)
+            part, source.schema, compression="zstd", use_dictionary=_dictionary_columns(source.schema)
         ) as writer:
             for table in _row_groups(canonical_batches, row_group_rows):
                 stats.add(table)
@@ -183,7 +186,8 @@ def to_canonical_parquet(
                 rows_in=source.rows_read,
                 rows_out=rows_out,
                 columns_filled_null=tuple(c.name for c in source.plan.missing),
-                columns_dropped=tuple(source.plan.dropped),
+                columns_dropped=tuple(source.plan.dropped) + source.dropped_empty,
+                columns_added={field.name: str(field.type) for field in source.added},
                 nan_codes_as_null=dict(sorted(nulled.nan_codes.items())),
                 values_without_code={name: dict(found.most_common()) for name, found in nulled.without_code.items()},
                 zones_not_found={name: dict(sorted(found.items())) for name, found in nulled.zones.items()},
@@ -211,9 +215,29 @@ def _disk_full_named(where: str, dest: Path) -> Iterator[None]:
         raise
 
 
-def _dictionary_columns(dataset: Dataset) -> list[str]:
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
     # Timestamps are nearly unique: a dictionary for them is built, overflows and is thrown away.
-    return [c.name for c in dataset.columns if c.type != TIME]
+    return [field.name for field in schema if field.type != TIME]
+
+
+def _added_field(name: str, source_type: pa.DataType) -> pa.Field | None:
+    """A column the catalogue does not know, with a normalised type (integers int64, floats float64, times
+    timestamp[us], the rest text); None for a column of nulls only (a null type says nothing of the column)."""
+    if pa.types.is_null(source_type):
+        return None
+    if pa.types.is_integer(source_type):
+        return pa.field(name, CODE)
+    if pa.types.is_floating(source_type) or pa.types.is_decimal(source_type):
+        return pa.field(name, AMOUNT)
+    if pa.types.is_timestamp(source_type) or pa.types.is_date(source_type):
+        return pa.field(name, TIME)
+    return pa.field(name, TEXT)
+
+
+def _added_values(values: pa.Array, type_: pa.DataType) -> pa.Array:
+    if pa.types.is_boolean(values.type):
+        values = pc.cast(values, pa.string())
+    return _cast(values, type_)
 
 
 def _row_groups(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -255,13 +279,19 @@ def _canonical_batches(
     and values without a code become NULL, counted in `nulled`."""
     try:
         for batch in source.batches():
-            yield _canonical(batch, dataset, source.plan, where=where, nulled=nulled)
+            yield _canonical(batch, dataset, source.plan, source.added, where=where, nulled=nulled)
     except _BadValue as bad:
         raise source.locate(bad) from None
 
 
 def _canonical(
-    batch: pa.RecordBatch, dataset: Dataset, plan: ColumnPlan, *, where: str, nulled: NullCounts
+    batch: pa.RecordBatch,
+    dataset: Dataset,
+    plan: ColumnPlan,
+    added: tuple[pa.Field, ...],
+    *,
+    where: str,
+    nulled: NullCounts,
 ) -> pa.RecordBatch:
     """Cast to the catalogue's types, map older spellings, derive what the file lacks (zone ids from coordinates),
     fill absent columns with NULL, put columns in canonical order."""
@@ -291,7 +321,23 @@ def _canonical(
             nulled.nan_codes[column.name] += arrays[column.name].null_count - values.null_count  # only NaN is nulled
     for column in plan.derived:
         arrays[column.name] = derived(column, arrays, nulled)
-    return pa.RecordBatch.from_arrays([arrays[column.name] for column in dataset.columns], schema=dataset.schema)
+    canonical = [arrays[column.name] for column in dataset.columns]
+    for field in added:
+        try:
+            canonical.append(_added_values(batch.column(field.name), field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise _BadValue(
+                f"{where}: new column {field.name!r} cannot be read as {field.type}: {exc}",
+                column=field.name,
+                value=getattr(exc, "value", None),
+                type_name=str(field.type),
+            ) from None
+    return pa.RecordBatch.from_arrays(canonical, schema=_schema(dataset, added))
+
+
+def _schema(dataset: Dataset, added: tuple[pa.Field, ...]) -> pa.Schema:
+    """The lake file's schema: the catalogue's columns, then the new ones this month brought."""
+    return pa.schema([*dataset.schema, *added])
 
 
 def _cast(values: pa.Array, canonical: pa.DataType) -> pa.Array:
@@ -459,7 +505,7 @@ def _read_ahead(items: Iterator, depth: int) -> Iterator:
 
 
 class _CsvSource:
-    def __init__(self, raw: Path, dataset: Dataset, *, kind: str, where: str, unknown_columns: str) -> None:
+    def __init__(self, raw: Path, dataset: Dataset, *, kind: str, where: str, new_columns: str) -> None:
         self.raw = raw
         self.where = where
         try:
@@ -478,7 +524,11 @@ class _CsvSource:
             raise DataError(f"{where}: the file {GZIP_TWICE}")
         if not self.header:
             raise DataError(f"{where}: the file is empty")
-        self.plan = plan_columns(dataset, self.header, where=where, unknown_columns=unknown_columns)
+        self.plan = plan_columns(dataset, self.header, where=where, new_columns=new_columns)
+        # A CSV says nothing of a new column's type: it is kept as text.
+        self.added = tuple(pa.field(name, TEXT) for name in self.plan.added)
+        self.dropped_empty: tuple[str, ...] = ()
+        self.schema = _schema(dataset, self.added)
         self.rows_read = 0
         self.total_rows = None
         self.no_rows = "the file has a header but no rows"
@@ -506,9 +556,11 @@ class _CsvSource:
 
     def _reader_options(self, *, codes: pa.DataType, skip_rows: int) -> dict:
         read_names = {source_name: column.name for source_name, column in self.plan.read}
+        read_names.update((name, name) for name in self.plan.added)
         # Unread columns get placeholder names so that a blank or repeated name cannot clash.
         names = [read_names.get(name, f"__unread_{i}") for i, name in enumerate(self.header)]
         types = {column.name: codes if column.type == CODE else column.type for _, column in self.plan.read}
+        types.update((name, TEXT) for name in self.plan.added)
         return dict(
             read_options=pa_csv.ReadOptions(column_names=names, skip_rows=skip_rows, block_size=CSV_BLOCK_BYTES),
             convert_options=pa_csv.ConvertOptions(
@@ -616,20 +668,25 @@ def _expected(type_name: str) -> str:
 
 
 class _ParquetSource:
-    def __init__(self, raw: Path, dataset: Dataset, *, where: str, unknown_columns: str) -> None:
+    def __init__(self, raw: Path, dataset: Dataset, *, where: str, new_columns: str) -> None:
         self.where = where
         try:
             self.file = open_parquet(str(raw))
         except Exception as exc:  # pyarrow raises several types for a bad footer
             raise DataError(f"{where}: not a readable Parquet file ({exc})") from None
-        self.plan = plan_columns(dataset, self.file.schema_arrow.names, where=where, unknown_columns=unknown_columns)
+        self.plan = plan_columns(dataset, self.file.schema_arrow.names, where=where, new_columns=new_columns)
+        types = dict(zip(self.file.schema_arrow.names, self.file.schema_arrow.types, strict=True))
+        fields = {name: _added_field(name, types[name]) for name in self.plan.added}
+        self.added = tuple(field for field in fields.values() if field is not None)
+        self.dropped_empty = tuple(name for name, field in fields.items() if field is None)  # nulls only
+        self.schema = _schema(dataset, self.added)
         self.total_rows = self.file.metadata.num_rows
         self.rows_read = 0
         self.no_rows = "the Parquet file has no rows"
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        source_names = [source_name for source_name, _ in self.plan.read]
-        canonical_names = [column.name for _, column in self.plan.read]
+        source_names = [source_name for source_name, _ in self.plan.read] + [field.name for field in self.added]
+        canonical_names = [column.name for _, column in self.plan.read] + [field.name for field in self.added]
         for batch in self.file.iter_batches(columns=source_names, batch_size=65_536):
             self.rows_read += batch.num_rows
             yield pa.RecordBatch.from_arrays(batch.columns, names=canonical_names)

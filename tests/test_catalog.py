@@ -87,7 +87,7 @@ def test_pre_2017_yellow_layout_derives_zone_ids_from_its_coordinates():
 
 def test_unknown_columns_can_be_dropped_by_config():
     header = header_of(DATA / "headers" / "yellow_tripdata_2020-01.csv") + ["surge_fee"]
-    plan = plan_columns(YELLOW, header, where="x", unknown_columns="drop")
+    plan = plan_columns(YELLOW, header, where="x", new_columns="drop")
     assert plan.dropped == ("surge_fee",)
 
 

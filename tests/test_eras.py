@@ -4,6 +4,7 @@ into its service's one canonical schema with the values it holds."""
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import subprocess
 import sys
 
@@ -264,7 +265,8 @@ def test_a_coordinate_era_conversion_does_not_import_pandas(tmp_path):
     times = pa.array(["2009-01-04 02:52:00", "2009-01-04 03:31:00"])
     pq.write_table(pa.table({
         "vendor_name": ["VTS", "DDS"], "Trip_Pickup_DateTime": times, "Trip_Dropoff_DateTime": times,
-        "Passenger_Count": [1, 2], "Trip_Distance": [1.0, 2.0], "Rate_Code": [1.0, 1.0], "Start_Lon": lon, "Start_Lat": lat, "End_Lon": lon,
+        "Passenger_Count": [1, 2], "Trip_Distance": [1.0, 2.0], "Rate_Code": [1.0, 1.0],
+        "Start_Lon": lon, "Start_Lat": lat, "End_Lon": lon,
         "End_Lat": lat, "Payment_Type": ["CASH", "CRE"], "Fare_Amt": [5.0, 6.0], "surcharge": [0.0, 0.5],
         "mta_tax": [0.5, 0.5], "Tip_Amt": [0.0, 1.0], "Tolls_Amt": [0.0, 0.0], "Total_Amt": [5.5, 8.0],
     }), raw)  # fmt: skip
@@ -278,3 +280,37 @@ def test_a_coordinate_era_conversion_does_not_import_pandas(tmp_path):
     done = subprocess.run([sys.executable, "-c", script, str(raw), str(tmp_path / "out.parquet")],
                           capture_output=True, text=True, check=True)  # fmt: skip
     assert done.stdout.split() == ["[230,", "132]", "False"]
+
+
+def test_new_columns_of_a_parquet_month_are_kept_with_normalised_types(tmp_path):
+    columns = _yellow_2011_on(I32, LTEXT, I64, "Airport_fee", D, True)
+    columns["request_source"] = (LTEXT, ["app", None])
+    columns["request_count"] = (I32, [3, None])
+    columns["request_fee"] = (pa.decimal128(6, 2), [decimal.Decimal("1.10"), None])
+    columns["requested_at"] = (pa.timestamp("ns", tz="UTC"), [dt.datetime(2026, 6, 1, 4, 0), None])
+    columns["request_note"] = (pa.null(), [None, None])  # nulls only: nothing to keep, no type to give
+    table = pa.table({name: pa.array(values, type_) for name, (type_, values) in columns.items()})
+    raw = tmp_path / "yellow_tripdata_2026-06.parquet"
+    pq.write_table(table, raw)
+    dest = tmp_path / "out.parquet"
+    manifest = to_canonical_parquet(
+        raw, dest, dataset=YELLOW, month=month("2026-06"), source_url="x", new_columns="keep"
+    )
+    converted = pq.read_table(dest)
+    assert converted.schema.names == [
+        *YELLOW.schema.names,
+        "request_source",
+        "request_count",
+        "request_fee",
+        "requested_at",
+    ]
+    assert manifest.columns_added == {
+        "request_source": "string",
+        "request_count": "int64",
+        "request_fee": "double",
+        "requested_at": "timestamp[us]",
+    }
+    assert manifest.columns_dropped == ("request_note",)
+    first = converted.slice(0, 1).to_pylist()[0]
+    assert (first["request_source"], first["request_count"], first["request_fee"]) == ("app", 3, 1.1)
+    assert first["requested_at"] == dt.datetime(2026, 6, 1, 0, 0)  # New York wall clock, as every TLC time

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import luigi
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -114,13 +115,37 @@ def test_not_published_month_fails_with_its_url_and_leaves_nothing(lake, server)
     assert files_under(lake) == ZONE_FILES
 
 
-def test_unknown_column_fails_the_month_naming_it(lake, server):
+def _with_surge_fee() -> bytes:
     lines = YELLOW_HEAD.split(b"\n")
-    body = b"\n".join([lines[0] + b",surge_fee"] + [line + b",1" for line in lines[1:]])
-    url = serve_csv_month(server, "yellow", "2020-07", body)
-    _, failures = run_tasks(ToParquet(service="yellow", month=month("2020-07")))
+    return b"\n".join([lines[0] + b",surge_fee"] + [line + b",1.25" for line in lines[1:]])
+
+
+def test_a_new_column_is_kept_after_the_canonical_ones(lake, server):
+    serve_csv_month(server, "yellow", "2020-07", _with_surge_fee())
+    assert run_tasks(ToParquet(service="yellow", month=month("2020-07")))[1] == {}
+    lake_file = lake / "yellow" / "2020" / "yellow_tripdata_2020-07.parquet"
+    table = pq.read_table(lake_file)
+    assert table.schema.names == [*YELLOW.schema.names, "surge_fee"]
+    assert table.schema.field("surge_fee").type == pa.string()  # a CSV says nothing of its type
+    assert set(table.column("surge_fee").to_pylist()) == {"1.25"}
+    assert read_manifest(lake_file).columns_added == {"surge_fee": "string"}
+
+
+@pytest.mark.parametrize("setting", [("new_columns", "refuse"), ("unknown_columns", "error")])
+def test_new_columns_refused_by_config_fail_the_month_naming_them(lake, server, setting):
+    url = serve_csv_month(server, "yellow", "2020-07", _with_surge_fee())
+    parser = luigi.configuration.get_config()
+    written = parser.get("tlc", "new_columns", None)
+    parser.remove_option("tlc", "new_columns")  # a config file of an older release sets unknown_columns only
+    try:
+        with luigi_settings({("tlc", setting[0]): setting[1]}):
+            _, failures = run_tasks(ToParquet(service="yellow", month=month("2020-07")))
+    finally:
+        if written is not None:
+            parser.set("tlc", "new_columns", written)
     [error] = failures.values()
     assert str(error).startswith(f"yellow 2020-07 ({url}): unknown column 'surge_fee'")
+    assert str(error).endswith("; [tlc] new_columns = keep keeps such columns")
     assert files_under(lake) == ZONE_FILES
 
 

@@ -68,7 +68,7 @@ class _Download(PipelineTask):
     def run(self) -> None:
         tlc = config.tlc()
         check_header = functools.partial(
-            plan_columns, self.dataset, where=f"{self.label} ({self.url})", unknown_columns=tlc.unknown_columns
+            plan_columns, self.dataset, where=f"{self.label} ({self.url})", new_columns=tlc.column_policy
         )
         self.set_status_message(f"downloading {redact_url(self.url)}")
         started = time.monotonic()
@@ -154,7 +154,7 @@ class _Convert(ReloadableTask):
                 month=self.month,
                 source_url=self.download().url,
                 row_group_rows=config.lake().row_group_rows,
-                unknown_columns=config.tlc().unknown_columns,
+                new_columns=config.tlc().column_policy,
                 progress=self.progress_reporter(unit="rows", scale=1),
                 quality=self.quality_counter(),
             )
