@@ -124,24 +124,32 @@ def _expected_columns(dataset: Dataset, with_lineage: bool) -> list[tuple[str, s
     return [*columns, (LINEAGE_COLUMN, "DATE")] if with_lineage else columns
 
 
+def _columns(conn, warehouse: Warehouse, table: str) -> list[tuple[str, str]]:
+    """The table's (column, type) list, [] when there is no such table. DuckDB matches names in any case, and
+    information_schema spells them as they were created: the lookup ignores case too."""
+    return conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = current_database()"
+        " AND lower(table_schema) = lower(?) AND lower(table_name) = lower(?) ORDER BY ordinal_position",
+        [warehouse.schema, table],
+    ).fetchall()
+
+
 def _prepare_tables(conn, warehouse: Warehouse, table: str, dataset: Dataset, with_lineage: bool) -> None:
     """Create the schema, the table (from the catalogue) and the marker table unless there; check the table."""
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(warehouse.schema)}")
-    found = conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns"
-        " WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-        [warehouse.schema, table],
-    ).fetchall()
+    found = _columns(conn, warehouse, table)
     expected = _expected_columns(dataset, with_lineage)
     if not found:
         columns = ",\n  ".join(
             f"{quote_ident(name)} {type_}{' NOT NULL' if name == LINEAGE_COLUMN else ''}" for name, type_ in expected
         )
         conn.execute(f"CREATE TABLE {warehouse.qualified(table)} (\n  {columns}\n)")
-    elif problems := column_problems(found, expected):
+    elif problems := column_problems(found, expected, case_sensitive=False):
+        setting = "table" if with_lineage else "zones_table"
         raise DataError(
             f"table {warehouse.schema}.{table} in {warehouse.path} does not match the {dataset.name} catalogue:"
             f" {'; '.join(problems)}. Nothing was changed: drop or rename the table, or set another [duckdb] schema"
+            f" or {setting}"
         )
     # The shape of the PostgreSQL sink's marker table, plus the row count that "done?" compares with the table.
     conn.execute(

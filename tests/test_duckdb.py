@@ -12,13 +12,15 @@ import duckdb
 import luigi
 import psycopg2
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from luigi_tasks import IngestMonth, LoadToDuckDB, ToParquet, config
 from luigi_tasks.catalog import YELLOW, ZONES
-from luigi_tasks.duckdb import Warehouse, connection, load, loaded_months
+from luigi_tasks.duckdb import _DUCKDB_TYPES, Warehouse, connection, load, loaded_months
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.lake import canonical_key
+from luigi_tasks.sql import column_problems
 from luigi_tasks.synthetic import write_trip_csv
 from luigi_tasks.tasks.backfill import Backfill
 from luigi_tasks.tasks.duckdb import configured_warehouse
@@ -54,6 +56,55 @@ COURSE_JOIN = (
     ' JOIN {zones} zdo ON t."DOLocationID" = zdo."LocationID"'
     " ORDER BY 1, 2, 3, 4, 5"
 )
+
+
+# What the course's dbt project (04-analytics-engineering/taxi_rides_ny, its DuckDB profile) writes into the file:
+# its seed taxi_zone_lookup as dbt-duckdb types it, in the target's schema, and models of the same shape as its
+# own, the staging views reading our tables through its source `raw` (database taxi_rides_ny, schema prod).
+COURSE_SEED = (
+    "CREATE TABLE IF NOT EXISTS {t}.taxi_zone_lookup"
+    " (locationid INTEGER, borough VARCHAR, zone VARCHAR, service_zone VARCHAR);"
+    " DELETE FROM {t}.taxi_zone_lookup;"
+    " INSERT INTO {t}.taxi_zone_lookup SELECT * FROM read_csv('{zones}', header = true);"
+    " CREATE OR REPLACE TABLE {t}.payment_type_lookup AS SELECT * FROM (VALUES (1, 'Credit card'), (2, 'Cash'))"
+    " p(payment_type, description);"
+)
+COURSE_MODELS = (
+    "CREATE OR REPLACE VIEW {t}.stg_yellow_tripdata AS SELECT cast(vendorid AS integer) AS vendor_id,"
+    " cast(pulocationid AS integer) AS pickup_location_id, cast(tpep_pickup_datetime AS timestamp) AS pickup_datetime,"
+    " cast(total_amount AS numeric) AS total_amount FROM taxi_rides_ny.prod.yellow_tripdata WHERE vendorid IS NOT NULL;"
+    " CREATE OR REPLACE VIEW {t}.stg_green_tripdata AS SELECT cast(vendorid AS integer) AS vendor_id,"
+    " cast(pulocationid AS integer) AS pickup_location_id, cast(lpep_pickup_datetime AS timestamp) AS pickup_datetime,"
+    " cast(total_amount AS numeric) AS total_amount FROM taxi_rides_ny.prod.green_tripdata WHERE vendorid IS NOT NULL;"
+    " CREATE OR REPLACE TABLE {t}.int_trips_unioned AS SELECT 'Yellow' AS service_type, * FROM {t}.stg_yellow_tripdata"
+    " UNION ALL SELECT 'Green', * FROM {t}.stg_green_tripdata;"
+    " CREATE OR REPLACE TABLE {t}.dim_zones AS SELECT locationid AS location_id, borough, zone, service_zone"
+    " FROM {t}.taxi_zone_lookup;"
+    " CREATE OR REPLACE TABLE {t}.dim_vendors AS SELECT DISTINCT vendor_id FROM {t}.int_trips_unioned;"
+    " CREATE OR REPLACE TABLE {t}.fct_trips AS SELECT t.*, z.borough AS pickup_borough FROM {t}.int_trips_unioned t"
+    " JOIN {t}.dim_zones z ON t.pickup_location_id = z.location_id;"
+)
+
+
+def course_dbt(path: Path, target: str, *, models: bool = True, full_refresh: bool = False) -> None:
+    """Do to the file what the course's `dbt seed` (models False) or `dbt build` does with `--target TARGET`;
+    `--full-refresh` drops the seed first, and dbt creates it anew as it types it."""
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {target}")
+        if full_refresh:
+            conn.execute(f"DROP TABLE IF EXISTS {target}.taxi_zone_lookup")
+        conn.execute(COURSE_SEED.format(t=target, zones=DATA / "taxi_zone_lookup.csv"))
+        if models:
+            conn.execute(COURSE_MODELS.format(t=target))
+
+
+def columns_of(path: Path, schema: str, table: str) -> list[tuple[str, str]]:
+    return query(
+        path,
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?"
+        " ORDER BY ordinal_position",
+        [schema, table],
+    )
 
 
 def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:
@@ -371,3 +422,35 @@ def test_a_path_that_is_not_a_duckdb_file_is_one_line_and_left_alone(tmp_path):
     assert str(raised.value).startswith(f"yellow_tripdata:2021-01: cannot open DuckDB file {warehouse.path}: ")
     assert "\n" not in str(raised.value)
     assert warehouse.path.read_text() == "not a database\n"
+
+
+OUR_ZONES = [("LocationID", "BIGINT"), ("Borough", "VARCHAR"), ("Zone", "VARCHAR"), ("service_zone", "VARCHAR")]
+COURSE_ZONES = [("locationid", "INTEGER"), ("borough", "VARCHAR"), ("zone", "VARCHAR"), ("service_zone", "VARCHAR")]
+
+
+def test_names_compare_as_duckdb_compares_them_and_a_type_difference_is_named(tmp_path):
+    warehouse = Warehouse(tmp_path / "taxi_rides_ny.duckdb", "prod", "table_updates")
+    course_dbt(warehouse.path, "prod", models=False)
+    zones = tmp_path / "zones.parquet"
+    pq.write_table(pa.table({"LocationID": [1], "Borough": ["EWR"], "Zone": ["Newark Airport"],
+                             "service_zone": ["EWR"]}, schema=ZONES.schema), zones)  # fmt: skip
+    with pytest.raises(DataError) as raised:  # the course's seed, as [duckdb] zones_table = taxi_zone_lookup finds it
+        load(warehouse, zones, dataset=ZONES, table="taxi_zone_lookup", month=None, lake_file="1:a")
+    assert str(raised.value) == (
+        f"table prod.taxi_zone_lookup in {warehouse.path} does not match the zones catalogue: locationid is INTEGER,"
+        " expected BIGINT. Nothing was changed: drop or rename the table, or set another [duckdb] schema or zones_table"
+    )
+    assert columns_of(warehouse.path, "prod", "taxi_zone_lookup") == COURSE_ZONES
+    # A table whose names differ from the catalogue's in case only is the same table to DuckDB: it loads.
+    columns = ", ".join(f"{c.name.lower()} {_DUCKDB_TYPES[c.type]}" for c in YELLOW.columns)
+    with duckdb.connect(str(warehouse.path)) as conn:
+        conn.execute(f"CREATE TABLE prod.yellow_tripdata ({columns}, source_month DATE NOT NULL)")
+    parquet = canonical(tmp_path, YELLOW, "2021-01", 100)
+    january = {"dataset": YELLOW, "table": "yellow_tripdata", "month": month("2021-01"), "lake_file": "1:a"}
+    assert load(warehouse, parquet, **january) == 100
+    assert loaded_months(warehouse, YELLOW, "yellow_tripdata", {month("2021-01"): "1:a"}) == {month("2021-01")}
+    # PostgreSQL's names are case-sensitive (quoted identifiers): there they stay different columns.
+    assert column_problems([("vendorid", "bigint")], [("VendorID", "bigint")]) == [
+        "missing VendorID",
+        "unexpected vendorid",
+    ]
