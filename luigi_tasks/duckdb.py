@@ -12,6 +12,7 @@ at all, not even to read. Loads and "done?" checks therefore open the file brief
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,12 @@ _LOCKED = "Could not set lock on file"
 _HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
 _RETRY_S = 0.2
 _BATCH_ROWS = 131_072
+
+# Our zones table's name until [duckdb] zones_table moved out of the course's way: its dbt project seeds a
+# taxi_zone_lookup of its own into the target's schema, prod under `--target prod`.
+FORMER_ZONES_TABLE = "taxi_zone_lookup"
+
+log = logging.getLogger(__name__)
 
 RowProgress = Callable[[int, "int | None"], None]
 ParquetSource = Path | pa.NativeFile  # a local file, or a lake file opened for random access
@@ -158,6 +165,31 @@ def _prepare_tables(conn, warehouse: Warehouse, table: str, dataset: Dataset, wi
     )
 
 
+def _move_former_zones_table(conn, warehouse: Warehouse, table: str, dataset: Dataset) -> str | None:
+    """An install from before the zones table moved: our zones table under its former name becomes `table`, with
+    its marker row, in the load's transaction; returns what was done, for the log after COMMIT.
+
+    Ours is a table of exactly our columns that our marker row names. Another table of that name (the course's
+    dbt seed, in its place since `dbt seed --full-refresh`) is left alone, and the marker row naming it dropped."""
+    if table.lower() == FORMER_ZONES_TABLE or _columns(conn, warehouse, table):
+        return None
+    if not _columns(conn, warehouse, warehouse.marker_table):
+        return None  # nothing was loaded here
+    marker, former = warehouse.qualified(warehouse.marker_table), update_id(FORMER_ZONES_TABLE, None)
+    if not conn.execute(f"SELECT count(*) FROM {marker} WHERE update_id = ?", [former]).fetchone()[0]:
+        return None
+    was = f"{warehouse.schema}.{FORMER_ZONES_TABLE}"
+    if _columns(conn, warehouse, FORMER_ZONES_TABLE) != _expected_columns(dataset, with_lineage=False):
+        conn.execute(f"DELETE FROM {marker} WHERE update_id = ?", [former])
+        return f"{was} is no longer the zones table loaded here: its marker row is dropped, the table left alone"
+    conn.execute(f"ALTER TABLE {warehouse.qualified(FORMER_ZONES_TABLE)} RENAME TO {quote_ident(table)}")
+    conn.execute(
+        f"UPDATE {marker} SET update_id = ?, target_table = ? WHERE update_id = ?",
+        [update_id(table, None), table, former],
+    )
+    return f"the zones table {was} is renamed {table} ([duckdb] zones_table), out of the way of the course's dbt seed"
+
+
 def _counted_batches(source: pq.ParquetFile, progress: RowProgress | None) -> Iterator[pa.RecordBatch]:
     done, total = 0, source.metadata.num_rows
     for batch in source.iter_batches(batch_size=_BATCH_ROWS):
@@ -213,6 +245,7 @@ def load(
     with connection(warehouse, read_only=False, what=update) as conn:
         target = warehouse.qualified(table)
         conn.execute("BEGIN TRANSACTION")
+        moved = _move_former_zones_table(conn, warehouse, table, dataset) if month is None else None
         _prepare_tables(conn, warehouse, table, dataset, with_lineage=month is not None)
         if month is None:
             conn.execute(f"DELETE FROM {target}")
@@ -230,6 +263,8 @@ def load(
             [update, table, lake_file, inserted],
         )
         conn.execute("COMMIT")
+    if moved:
+        log.info("%s: %s", warehouse.path, moved)
     return inserted
 
 

@@ -98,7 +98,7 @@ class LoadToDuckDB(MonthTask, _LoadToDuckDB):
 
 
 class LoadZonesToDuckDB(ZonesTask, _LoadToDuckDB):
-    """Loads the zone lookup into [duckdb] zones_table (default prod.taxi_zone_lookup) of the DuckDB file."""
+    """Loads the zone lookup into [duckdb] zones_table (default prod.zones) of the DuckDB file."""
 
 
 class DuckDBSink:
