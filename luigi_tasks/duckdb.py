@@ -49,6 +49,9 @@ _BATCH_ROWS = 131_072
 # taxi_zone_lookup of its own into the target's schema, prod under `--target prod`.
 FORMER_ZONES_TABLE = "taxi_zone_lookup"
 
+# The database the course's dbt sources name; DuckDB names a file's database after its name up to the first dot.
+COURSE_DATABASE = "taxi_rides_ny"
+
 log = logging.getLogger(__name__)
 
 RowProgress = Callable[[int, "int | None"], None]
@@ -79,6 +82,18 @@ class Warehouse:
 
     def qualified(self, table: str) -> str:
         return f"{quote_ident(self.schema)}.{quote_ident(table)}"
+
+
+def course_name_problem(path: Path) -> str | None:
+    """Why the course's dbt sources cannot find this file's tables (its name), or None when they can."""
+    database = path.name.split(".")[0]
+    if database == COURSE_DATABASE:
+        return None
+    return (
+        f"the course's dbt project reads its sources from database {COURSE_DATABASE}, the name DuckDB gives a file"
+        f" {COURSE_DATABASE}.duckdb; this file is database {database}, so they do not resolve (Catalog"
+        f' "{COURSE_DATABASE}" does not exist): name it {COURSE_DATABASE}.duckdb ([duckdb] path) to use them'
+    )
 
 
 def update_id(table: str, month: dt.date | None) -> str:

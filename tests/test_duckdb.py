@@ -63,6 +63,11 @@ COURSE_JOIN = (
 # What the course's dbt project (04-analytics-engineering/taxi_rides_ny, its DuckDB profile) writes into the file:
 # its seed taxi_zone_lookup as dbt-duckdb types it, in the target's schema, and models of the same shape as its
 # own, the staging views reading our tables through its source `raw` (database taxi_rides_ny, schema prod).
+COURSE_NAME_RULE = (
+    "the course's dbt project reads its sources from database taxi_rides_ny, the name DuckDB gives a file"
+    ' taxi_rides_ny.duckdb; this file is database {database}, so they do not resolve (Catalog "taxi_rides_ny" does'
+    " not exist): name it taxi_rides_ny.duckdb ([duckdb] path) to use them"
+)
 COURSE_SEED = (
     "CREATE TABLE IF NOT EXISTS {t}.taxi_zone_lookup"
     " (locationid INTEGER, borough VARCHAR, zone VARCHAR, service_zone VARCHAR);"
@@ -553,3 +558,16 @@ def test_the_courses_seed_in_place_of_our_former_zones_table_is_left_alone(serve
         f"{served}: prod.taxi_zone_lookup is no longer the zones table loaded here: its marker row is dropped, the"
         " table left alone"
     ]
+
+
+def test_a_file_the_courses_sources_cannot_name_is_said_once(served, server, tmp_path):
+    serve_csv_month(server, "yellow", "2020-08", YELLOW_HEAD)
+    path = tmp_path / "trips.duckdb"
+    settings = {**pipeline_settings(server, served.parent / "lake"), ("duckdb", "path"): str(path)}
+    config_file = write_config(tmp_path / "luigi.cfg", settings)
+    args = ["yellow", "2020-07", "2020-08", "--sinks", "lake,duckdb", "--workers", "2"]
+    done = luigi_command(args, config_file, program=BACKFILL)  # three loads, in two worker processes
+    assert done.returncode == 0, done.stderr
+    warning = f"DuckDB file {path}: {COURSE_NAME_RULE.format(database='trips')}"
+    assert done.stderr.count(warning) == done.stderr.count('Catalog "taxi_rides_ny"') == 1, done.stderr
+    assert query(path, "SELECT count(*) FROM prod.yellow_tripdata") == [(532,)]
