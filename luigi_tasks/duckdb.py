@@ -196,7 +196,7 @@ def _move_former_zones_table(conn, warehouse: Warehouse, table: str, dataset: Da
     was = f"{warehouse.schema}.{FORMER_ZONES_TABLE}"
     if _columns(conn, warehouse, FORMER_ZONES_TABLE) != _expected_columns(dataset, with_lineage=False):
         conn.execute(f"DELETE FROM {marker} WHERE update_id = ?", [former])
-        return f"{was} is no longer the zones table loaded here: its marker row is dropped, the table left alone"
+        return f"{was} is not the zones table loaded here any more: its marker row is dropped, the table left as it is"
     conn.execute(f"ALTER TABLE {warehouse.qualified(FORMER_ZONES_TABLE)} RENAME TO {quote_ident(table)}")
     conn.execute(
         f"UPDATE {marker} SET update_id = ?, target_table = ? WHERE update_id = ?",

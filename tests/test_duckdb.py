@@ -555,8 +555,8 @@ def test_the_courses_seed_in_place_of_our_former_zones_table_is_left_alone(serve
         ("zones", "zones", 265),
     ]
     assert said(caplog, "taxi_zone_lookup") == [
-        f"{served}: prod.taxi_zone_lookup is no longer the zones table loaded here: its marker row is dropped, the"
-        " table left alone"
+        f"{served}: prod.taxi_zone_lookup is not the zones table loaded here any more: its marker row is dropped, the"
+        " table left as it is"
     ]
 
 
