@@ -236,7 +236,11 @@ class duckdb(_Section):  # noqa: N801
         default="prod", description="Schema of the tables (the course's dbt project reads its sources from prod)"
     )
     table = luigi.Parameter(default="{service}_tripdata", description="Table of a service's trips; {service}")
-    zones_table = luigi.Parameter(default="taxi_zone_lookup", description="Table of the zone lookup")
+    zones_table = luigi.Parameter(
+        default="zones",
+        description="Table of the zone lookup (not taxi_zone_lookup: the course's dbt project seeds a table of that "
+        "name into its target's schema, prod under --target prod)",
+    )
     marker_table = luigi.Parameter(default="table_updates", description="Table of completed loads, in the schema")
     lock_wait = luigi.FloatParameter(
         default=60.0,

@@ -359,7 +359,8 @@ def check_postgres() -> list[Check]:
 
 def check_duckdb() -> list[Check]:
     """The DuckDB file's folder can be written, and the file (if it is there yet) opens now: no other process
-    holds it (DuckDB lets one process at a time use a file it writes)."""
+    holds it (DuckDB lets one process at a time use a file it writes). A warning when the course's dbt sources
+    cannot find the file by its name."""
     from luigi_tasks import duckdb as warehouse_file
 
     settings = config.duckdb()
@@ -367,16 +368,21 @@ def check_duckdb() -> list[Check]:
     folder = writable(path.parent, f"duckdb folder {path.parent}", "[duckdb] path")
     if folder[0].status == FAIL:
         return folder
+    # The course's dbt sources find the file by its name: another name is a warning, not a failure.
+    problem = warehouse_file.course_name_problem(path)
+    checks = [*folder, *([Check(WARN, f"duckdb {path}", problem)] if problem else [])]
     if not path.exists():
-        return [*folder, Check(OK, f"duckdb {path}", "not there yet: the first load creates it")]
+        return [*checks, Check(OK, f"duckdb {path}", "not there yet: the first load creates it")]
     warehouse = warehouse_file.Warehouse(path, settings.schema, settings.marker_table, lock_wait=0)
     try:
         with warehouse_file.connection(warehouse, read_only=True, what="duckdb") as conn:
-            tables = conn.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ?", [settings.schema])
+            tables = conn.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE lower(schema_name) = lower(?)", [settings.schema]
+            )
             count = tables.fetchone()[0]
     except PipelineError as exc:
-        return [*folder, Check(FAIL, f"duckdb {path}", str(exc).removeprefix("duckdb: "))]
-    return [*folder, Check(OK, f"duckdb {path}", f"opens; {count} tables in schema {settings.schema}")]
+        return [*checks, Check(FAIL, f"duckdb {path}", str(exc).removeprefix("duckdb: "))]
+    return [*checks, Check(OK, f"duckdb {path}", f"opens; {count} tables in schema {settings.schema}")]
 
 
 def google_credentials(variable: str) -> Check:

@@ -12,6 +12,7 @@ at all, not even to read. Loads and "done?" checks therefore open the file brief
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +45,15 @@ _HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
 _RETRY_S = 0.2
 _BATCH_ROWS = 131_072
 
+# Our zones table's name until [duckdb] zones_table moved out of the course's way: its dbt project seeds a
+# taxi_zone_lookup of its own into the target's schema, prod under `--target prod`.
+FORMER_ZONES_TABLE = "taxi_zone_lookup"
+
+# The database the course's dbt sources name; DuckDB names a file's database after its name up to the first dot.
+COURSE_DATABASE = "taxi_rides_ny"
+
+log = logging.getLogger(__name__)
+
 RowProgress = Callable[[int, "int | None"], None]
 ParquetSource = Path | pa.NativeFile  # a local file, or a lake file opened for random access
 
@@ -72,6 +82,18 @@ class Warehouse:
 
     def qualified(self, table: str) -> str:
         return f"{quote_ident(self.schema)}.{quote_ident(table)}"
+
+
+def course_name_problem(path: Path) -> str | None:
+    """Why the course's dbt sources cannot find this file's tables (its name), or None when they can."""
+    database = path.name.split(".")[0]
+    if database == COURSE_DATABASE:
+        return None
+    return (
+        f"the course's dbt project reads its sources from database {COURSE_DATABASE}, the name DuckDB gives a file"
+        f" {COURSE_DATABASE}.duckdb; this file is database {database}, so they do not resolve (Catalog"
+        f' "{COURSE_DATABASE}" does not exist): name it {COURSE_DATABASE}.duckdb ([duckdb] path) to use them'
+    )
 
 
 def update_id(table: str, month: dt.date | None) -> str:
@@ -124,30 +146,63 @@ def _expected_columns(dataset: Dataset, with_lineage: bool) -> list[tuple[str, s
     return [*columns, (LINEAGE_COLUMN, "DATE")] if with_lineage else columns
 
 
+def _columns(conn, warehouse: Warehouse, table: str) -> list[tuple[str, str]]:
+    """The table's (column, type) list, [] when there is no such table. DuckDB matches names in any case, and
+    information_schema spells them as they were created: the lookup ignores case too."""
+    return conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = current_database()"
+        " AND lower(table_schema) = lower(?) AND lower(table_name) = lower(?) ORDER BY ordinal_position",
+        [warehouse.schema, table],
+    ).fetchall()
+
+
 def _prepare_tables(conn, warehouse: Warehouse, table: str, dataset: Dataset, with_lineage: bool) -> None:
     """Create the schema, the table (from the catalogue) and the marker table unless there; check the table."""
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(warehouse.schema)}")
-    found = conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns"
-        " WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-        [warehouse.schema, table],
-    ).fetchall()
+    found = _columns(conn, warehouse, table)
     expected = _expected_columns(dataset, with_lineage)
     if not found:
         columns = ",\n  ".join(
             f"{quote_ident(name)} {type_}{' NOT NULL' if name == LINEAGE_COLUMN else ''}" for name, type_ in expected
         )
         conn.execute(f"CREATE TABLE {warehouse.qualified(table)} (\n  {columns}\n)")
-    elif problems := column_problems(found, expected):
+    elif problems := column_problems(found, expected, case_sensitive=False):
+        setting = "table" if with_lineage else "zones_table"
         raise DataError(
             f"table {warehouse.schema}.{table} in {warehouse.path} does not match the {dataset.name} catalogue:"
             f" {'; '.join(problems)}. Nothing was changed: drop or rename the table, or set another [duckdb] schema"
+            f" or {setting}"
         )
     # The shape of the PostgreSQL sink's marker table, plus the row count that "done?" compares with the table.
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {warehouse.qualified(warehouse.marker_table)} (update_id VARCHAR,"
         " target_table VARCHAR, inserted TIMESTAMP DEFAULT current_timestamp, lake_file VARCHAR, row_count BIGINT)"
     )
+
+
+def _move_former_zones_table(conn, warehouse: Warehouse, table: str, dataset: Dataset) -> str | None:
+    """An install from before the zones table moved: our zones table under its former name becomes `table`, with
+    its marker row, in the load's transaction; returns what was done, for the log after COMMIT.
+
+    Ours is a table of exactly our columns that our marker row names. Another table of that name (the course's
+    dbt seed, in its place since `dbt seed --full-refresh`) is left alone, and the marker row naming it dropped."""
+    if table.lower() == FORMER_ZONES_TABLE or _columns(conn, warehouse, table):
+        return None
+    if not _columns(conn, warehouse, warehouse.marker_table):
+        return None  # nothing was loaded here
+    marker, former = warehouse.qualified(warehouse.marker_table), update_id(FORMER_ZONES_TABLE, None)
+    if not conn.execute(f"SELECT count(*) FROM {marker} WHERE update_id = ?", [former]).fetchone()[0]:
+        return None
+    was = f"{warehouse.schema}.{FORMER_ZONES_TABLE}"
+    if _columns(conn, warehouse, FORMER_ZONES_TABLE) != _expected_columns(dataset, with_lineage=False):
+        conn.execute(f"DELETE FROM {marker} WHERE update_id = ?", [former])
+        return f"{was} is not the zones table loaded here any more: its marker row is dropped, the table left as it is"
+    conn.execute(f"ALTER TABLE {warehouse.qualified(FORMER_ZONES_TABLE)} RENAME TO {quote_ident(table)}")
+    conn.execute(
+        f"UPDATE {marker} SET update_id = ?, target_table = ? WHERE update_id = ?",
+        [update_id(table, None), table, former],
+    )
+    return f"the zones table {was} is renamed {table} ([duckdb] zones_table), out of the way of the course's dbt seed"
 
 
 def _counted_batches(source: pq.ParquetFile, progress: RowProgress | None) -> Iterator[pa.RecordBatch]:
@@ -205,6 +260,7 @@ def load(
     with connection(warehouse, read_only=False, what=update) as conn:
         target = warehouse.qualified(table)
         conn.execute("BEGIN TRANSACTION")
+        moved = _move_former_zones_table(conn, warehouse, table, dataset) if month is None else None
         _prepare_tables(conn, warehouse, table, dataset, with_lineage=month is not None)
         if month is None:
             conn.execute(f"DELETE FROM {target}")
@@ -222,6 +278,8 @@ def load(
             [update, table, lake_file, inserted],
         )
         conn.execute("COMMIT")
+    if moved:
+        log.info("%s: %s", warehouse.path, moved)
     return inserted
 
 

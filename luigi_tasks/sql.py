@@ -25,16 +25,22 @@ def checked_identifier(name: str, what: str) -> str:
     return name
 
 
-def column_problems(found: list[tuple[str, str]], expected: list[tuple[str, str]]) -> list[str]:
-    """How a table's (column, type) list differs from the expected one: missing, unexpected, other types."""
-    found_types, expected_types = dict(found), dict(expected)
+def column_problems(
+    found: list[tuple[str, str]], expected: list[tuple[str, str]], *, case_sensitive: bool = True
+) -> list[str]:
+    """How a table's (column, type) list differs from the expected one: missing, unexpected, other types.
+
+    Names match as the database matches them: exactly (PostgreSQL's quoted identifiers), or in any case
+    (case_sensitive False: DuckDB's); a type difference is named as the table spells the column."""
+    key = (lambda name: name) if case_sensitive else str.lower
+    found_by_key = {key(name): (name, type_) for name, type_ in found}
+    expected_keys = {key(name) for name, _ in expected}
     problems = []
-    missing = [n for n, _ in expected if n not in found_types]
-    extra = [n for n, _ in found if n not in expected_types]
+    missing = [n for n, _ in expected if key(n) not in found_by_key]
+    extra = [n for n, _ in found if key(n) not in expected_keys]
     if missing:
         problems.append("missing " + ", ".join(missing))
     if extra:
         problems.append("unexpected " + ", ".join(extra))
-    return problems + [
-        f"{n} is {found_types[n]}, expected {t}" for n, t in expected if n in found_types and found_types[n] != t
-    ]
+    differing = [(found_by_key[key(n)], t) for n, t in expected if key(n) in found_by_key]
+    return problems + [f"{name} is {type_}, expected {t}" for (name, type_), t in differing if type_ != t]

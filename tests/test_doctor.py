@@ -34,6 +34,7 @@ from tests.conftest import (
 from tests.emulators import PROJECT, fresh_name
 from tests.postgres_cluster import free_port
 from tests.test_duckdb import (
+    COURSE_NAME_RULE,
     PYTHON,
     holder,  # noqa: F401 - the fixture
 )
@@ -429,3 +430,14 @@ def test_the_duckdb_file_is_checked_before_and_while_another_process_holds_it(so
     child.wait()
     code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01", "--sinks", "lake,duckdb")
     assert code == 0 and f"ok   duckdb {path}: opens; 0 tables in schema prod" in lines
+
+
+def test_a_duckdb_file_the_courses_dbt_sources_cannot_name_is_a_warning(source, tmp_path, capsys):
+    path = tmp_path / "trips.v2.duckdb"  # DuckDB names it database trips: the name up to the first dot
+    with luigi_settings({("duckdb", "path"): str(path)}):
+        code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01", "--sinks", "lake,duckdb")
+    assert code == 0
+    assert f"warn duckdb {path}: {COURSE_NAME_RULE.format(database='trips')}" in lines
+    with luigi_settings({("duckdb", "path"): str(tmp_path / "taxi_rides_ny.duckdb")}):
+        code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01", "--sinks", "lake,duckdb")
+    assert code == 0 and not [line for line in lines if line.startswith("warn duckdb")]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import luigi
 
 from luigi_tasks import config
 from luigi_tasks.catalog import ZONES, Dataset
-from luigi_tasks.duckdb import Warehouse, load, loaded_months
+from luigi_tasks.duckdb import Warehouse, course_name_problem, load, loaded_months
 from luigi_tasks.errors import PipelineError
 from luigi_tasks.lake import LakeEntry
 from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
@@ -29,6 +30,18 @@ def configured_warehouse() -> Warehouse:
     )
 
 
+_SAID: set[Path] = set()  # files whose name the course's dbt sources cannot find, said so in this process
+
+
+def _say_if_the_course_cannot_find(path: Path) -> None:
+    """A warning, once per process and file, when the course's dbt sources cannot find the file by its name.
+
+    Said from the load's check too: luigi checks in the scheduling process, so its worker processes have it said."""
+    if path not in _SAID and (problem := course_name_problem(path)):
+        _SAID.add(path)
+        log.warning("DuckDB file %s: %s", path, problem)
+
+
 def _table(dataset: Dataset) -> str:
     return config.duckdb().table_for(None if dataset is ZONES else dataset.name)
 
@@ -41,6 +54,7 @@ class DuckDBMonthTarget(luigi.Target):
         self.dataset, self.month, self.source = dataset, month, source
 
     def exists(self) -> bool:
+        _say_if_the_course_cannot_find(config.duckdb().file)
         entry = self.source.entry()
         return bool(_loaded(self.dataset, {} if entry is None else {self.month: entry}))
 
@@ -76,6 +90,7 @@ class _LoadToDuckDB(ReloadableTask):
         if entry is None:
             raise PipelineError(f"{self.label}: {source.path} is not complete in the lake")
         warehouse, table = configured_warehouse(), _table(self.dataset)
+        _say_if_the_course_cannot_find(warehouse.path)
         self.set_status_message(f"loading into {warehouse.path}")
         common = {"dataset": self.dataset, "table": table, "month": self.month, "lake_file": lake_file(entry)}
         if source.lake.is_local:
@@ -98,7 +113,7 @@ class LoadToDuckDB(MonthTask, _LoadToDuckDB):
 
 
 class LoadZonesToDuckDB(ZonesTask, _LoadToDuckDB):
-    """Loads the zone lookup into [duckdb] zones_table (default prod.taxi_zone_lookup) of the DuckDB file."""
+    """Loads the zone lookup into [duckdb] zones_table (default prod.zones) of the DuckDB file."""
 
 
 class DuckDBSink:

@@ -27,7 +27,7 @@ class IngestMonth(MonthTask, luigi.WrapperTask):
     gcs: the lake's files in gs://[gcp] bucket/[gcp] prefix/, verified by crc32c.
     bigquery: the month in [gcp] dataset.{service}_tripdata, the lookup in zones (loaded from GCS).
     s3: a mirror of the lake's files in s3://[s3] bucket/[s3] prefix/, verified by ETag.
-    duckdb: the month in prod.{service}_tripdata and the lookup in prod.taxi_zone_lookup of [duckdb] path.
+    duckdb: the month in prod.{service}_tripdata and the lookup in prod.zones of [duckdb] path.
     """
 
     sinks = SinksParameter(default=("lake",), description="Where the month goes: " + ", ".join(SINKS))
