@@ -113,6 +113,25 @@ class Manifest:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+    def notes(self) -> list[str]:
+        """What became NULL for want of a value the catalogue understands, one line each (new columns apart)."""
+        lines = []
+        if self.nan_codes_as_null:
+            counted = ", ".join(f"{name} {n:,}" for name, n in self.nan_codes_as_null.items())
+            lines.append(f"NaN codes kept as NULL: {counted}")
+        for name, values in self.values_without_code.items():
+            counted = ", ".join(f"{value!r} {n:,}" for value, n in values.items())
+            lines.append(f"{name}: values without a code, kept as NULL: {counted}")
+        for name, counts in self.zones_not_found.items():
+            if any(counts.values()):
+                counted = ", ".join(f"{n:,} {why}" for why, n in counts.items() if n)
+                lines.append(f"{name} from coordinates: NULL for {counted}")
+        return lines
+
+    def new_columns_text(self) -> str:
+        """'request_source (string), ...': the columns this month brought that the catalogue does not know."""
+        return ", ".join(f"{name} ({type_})" for name, type_ in self.columns_added.items())
+
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:
         fields = json.loads(text)

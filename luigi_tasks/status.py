@@ -45,6 +45,8 @@ class MonthStatus:
     rows: int | None
     sinks: dict[str, str]
     quality: tuple[Finding, ...] = ()
+    notes: tuple[str, ...] = ()  # values its conversion kept as NULL (Manifest.notes)
+    new_columns: dict[str, str] = dataclasses.field(default_factory=dict)  # columns the catalogue does not know
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +93,9 @@ def collect(services: tuple[str, ...], start: dt.date, stop: dt.date, sinks: tup
                 change = row_change(entry.manifest.rows_out, previous.manifest.rows_out, limits)
                 findings += [change] if change else []
             rows.append(MonthStatus(name, f"{month:%Y-%m}", entry.manifest.rows_out if entry else None,
-                                    {sink: found[sink][month] for sink in sinks}, tuple(findings)))  # fmt: skip
+                                    {sink: found[sink][month] for sink in sinks}, tuple(findings),
+                                    tuple(entry.manifest.notes()) if entry else (),
+                                    dict(entry.manifest.columns_added) if entry else {}))  # fmt: skip
     zones = {sink: by_month[None] for sink, by_month in states(ZONES, [None], sinks)[1].items()}
     return Status(services, f"{start:%Y-%m}", f"{stop:%Y-%m}", sinks, rows, zones)
 
@@ -115,9 +119,20 @@ def text(status: Status) -> str:
     for month, values in zip(status.months, cells, strict=True):
         lines.append(line(values))
         lines += [f"    quality: {finding.text()}" for finding in month.quality]
+        lines += [f"    note: {note}" for note in month.notes]
     lines.append("zone lookup: " + ", ".join(f"{sink} {state}" for sink, state in status.zones.items()))
     lines += [f"{name}: {tally(status, name)}" for name in status.services]
+    lines += new_columns(status)
     return "\n".join(lines)
+
+
+def new_columns(status: Status) -> list[str]:
+    """'yellow: new column request_source (string) from 2026-06': each column the catalogue lacks, once."""
+    first: dict[tuple[str, str], tuple[str, str]] = {}
+    for month in status.months:
+        for name, type_ in month.new_columns.items():
+            first.setdefault((month.service, name), (month.month, type_))
+    return [f"{service}: new column {name} ({type_}) from {month}" for (service, name), (month, type_) in first.items()]
 
 
 def tally(status: Status, name: str) -> str:

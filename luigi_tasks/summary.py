@@ -49,6 +49,8 @@ def note(task: luigi.Task, kind: str, error: str | None = None) -> None:
         "sinks": list(getattr(task, "sinks", ())),
         "error": error,
         "quality": list(getattr(task, "quality_warnings", ())),
+        "notes": list(getattr(task, "notes", ())),
+        "new_columns": dict(getattr(task, "new_columns", {})),
     }
     # One short write per line in append mode: lines from several processes do not interleave.
     with _spool.open("a", encoding="utf-8") as spool:
@@ -84,6 +86,8 @@ class MonthRun:
     rows: dict[str, int] = field(default_factory=dict)  # sink -> rows written in this run
     done_before: set[str] = field(default_factory=set)  # sinks that already had the month
     quality: list[str] = field(default_factory=list)  # quality warnings of the month converted in this run
+    notes: list[str] = field(default_factory=list)  # values kept as NULL by its conversion (Manifest.notes)
+    new_columns: dict[str, str] = field(default_factory=dict)  # columns it brought that the catalogue lacks
 
     def add(self, event: dict) -> None:
         task_id, kind = event["task_id"], event["kind"]
@@ -100,6 +104,8 @@ class MonthRun:
             if sink and event["rows"] is not None:
                 self.rows[sink] = event["rows"]
             self.quality += event.get("quality", [])
+            self.notes += event.get("notes", [])
+            self.new_columns.update(event.get("new_columns", {}))
         else:
             self.failed[task_id] = f"{event['family']}: {event['error']}"
 
@@ -148,11 +154,24 @@ def table(runs: list[MonthRun]) -> str:
         text.append(line(values))
         text += [f"    failed: {cause}" for cause in run.failed.values()]
         text += [f"    quality: {warning}" for warning in run.quality]
+        text += [f"    note: {note}" for note in run.notes]
+    text += _new_columns(shown)
     results = Counter(r.result for r in shown if r.month)
     if results:
         months = sum(results.values())
         text.append(f"{months} month{'s' * (months != 1)}: " + ", ".join(f"{n} {r}" for r, n in results.items()))
     return "\n".join(text)
+
+
+def _new_columns(runs: list[MonthRun]) -> list[str]:
+    """Each new column once, with the first month of this run that brought it."""
+    first: dict[tuple[str, str], tuple[str, str]] = {}
+    for run in runs:
+        for name, type_ in run.new_columns.items():
+            first.setdefault((run.service or "-", name), (run.month or "-", type_))
+    kept = "kept in the lake after the catalogue's columns, added to each warehouse table as a nullable column"
+    return [f"new column {service}.{name} ({type_}) from {month}: {kept}" for (service, name), (month, type_) in
+            first.items()]  # fmt: skip
 
 
 def read_spool(path: Path) -> list[dict]:

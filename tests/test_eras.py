@@ -8,6 +8,8 @@ import decimal
 import subprocess
 import sys
 
+import duckdb
+import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,7 +17,8 @@ import pytest
 from luigi_tasks.catalog import FHV, FHVHV, GREEN, YELLOW, Dataset
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.zone_shapes import zone_shapes
-from tests.conftest import month
+from tests.conftest import PARQUET_PATH, luigi_command, month, month_path, pipeline_settings, serve_zones, write_config
+from tests.test_summary import INGEST_MONTH, summary_of
 
 # Places whose zones the TLC's shapes give (ERAS.md): (longitude, latitude) -> LocationID.
 TIMES_SQUARE, JFK, LAGUARDIA = (-73.9855, 40.7580), (-73.7781, 40.6413), (-73.8740, 40.7769)
@@ -314,3 +317,76 @@ def test_new_columns_of_a_parquet_month_are_kept_with_normalised_types(tmp_path)
     first = converted.slice(0, 1).to_pylist()[0]
     assert (first["request_source"], first["request_count"], first["request_fee"]) == ("app", 3, 1.1)
     assert first["requested_at"] == dt.datetime(2026, 6, 1, 0, 0)  # New York wall clock, as every TLC time
+
+
+def _yellow_2009_file(rows: int = 300) -> tuple[bytes, dict[str, list]]:
+    """A seeded yellow 2009 month as the TLC's footer has it, its points around the four known places."""
+    import numpy as np
+
+    rng = np.random.default_rng(9)
+    places = np.array([TIMES_SQUARE, JFK, LAGUARDIA, CENTRAL_PARK, (0.0, 0.0)])
+    start, end = places[rng.integers(0, 5, rows)], places[rng.integers(0, 4, rows)]
+    jitter = lambda: rng.normal(0, 0.0003, rows)  # noqa: E731 - about 30 m, well inside each place's zone
+    pickup = [f"2009-01-{1 + i % 28:02d} {i % 24:02d}:{i % 60:02d}:00" for i in range(rows)]
+    columns = {
+        "vendor_name": pa.array(rng.choice(["VTS", "CMT", "DDS"], rows).tolist()),
+        "Trip_Pickup_DateTime": pa.array(pickup),
+        "Trip_Dropoff_DateTime": pa.array(pickup),
+        "Passenger_Count": pa.array(rng.integers(1, 6, rows).tolist()),
+        "Trip_Distance": pa.array(rng.gamma(2.0, 1.5, rows).tolist()),
+        "Start_Lon": pa.array(np.where(start[:, 0] == 0, 0, start[:, 0] + jitter()).tolist()),
+        "Start_Lat": pa.array(np.where(start[:, 1] == 0, 0, start[:, 1] + jitter()).tolist()),
+        "Rate_Code": pa.nulls(rows, pa.float64()),
+        "store_and_forward": pa.nulls(rows, pa.float64()),
+        "End_Lon": pa.array((end[:, 0] + jitter()).tolist()),
+        "End_Lat": pa.array((end[:, 1] + jitter()).tolist()),
+        "Payment_Type": pa.array(rng.choice(["CASH", "Credit", "CASH", "No Charge"], rows).tolist()),
+        "Fare_Amt": pa.array(rng.gamma(2.0, 5.0, rows).round(2).tolist()),
+        "surcharge": pa.array([0.5] * rows),
+        "mta_tax": pa.nulls(rows, pa.float64()),
+        "Tip_Amt": pa.array([0.0] * rows),
+        "Tolls_Amt": pa.array([0.0] * rows),
+        "Total_Amt": pa.array(rng.gamma(2.0, 6.0, rows).round(2).tolist()),
+    }
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns), sink)
+    zone_of = {TIMES_SQUARE: 230, JFK: 132, LAGUARDIA: 138, CENTRAL_PARK: 43}
+    return sink.getvalue().to_pybytes(), {"PULocationID": [zone_of.get(tuple(p)) for p in start]}
+
+
+def test_a_2009_month_through_lake_postgresql_and_duckdb_with_its_zone_ids(tmp_path, server, pg_dsn):
+    body, expected = _yellow_2009_file()
+    server.add(month_path(PARQUET_PATH, "yellow", "2009-01"), body)
+    serve_zones(server)
+    settings = {**pipeline_settings(server, tmp_path / "lake", source="auto"), ("postgres", "dsn"): pg_dsn}
+    settings[("duckdb", "path")] = str(tmp_path / "taxi_rides_ny.duckdb")
+    config_file = write_config(tmp_path / "luigi.cfg", settings)
+    done = luigi_command(["yellow", "2009-01", "--sinks", "lake,postgres,duckdb"], config_file, program=INGEST_MONTH)
+    assert done.returncode == 0, done.stderr
+    lines = summary_of(done.stderr)
+    assert lines[1].split()[:3] == ["yellow", "2009-01", "done"]
+    without_zone = sum(zone is None for zone in expected["PULocationID"])
+    assert f"    note: PULocationID from coordinates: NULL for {without_zone} no coordinates" in lines
+    assert any(line.startswith("    note: VendorID: values without a code, kept as NULL: 'DDS' ") for line in lines)
+
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            'SELECT "PULocationID", vendor_name, "VendorID" FROM yellow_tripdata'
+            " WHERE source_month = '2009-01-01' ORDER BY tpep_pickup_datetime, pickup_longitude"
+        )
+        in_postgres = cur.fetchall()
+    conn.close()
+    lake_file = tmp_path / "lake" / "yellow" / "2009" / "yellow_tripdata_2009-01.parquet"
+    in_lake = pq.read_table(lake_file).sort_by(
+        [("tpep_pickup_datetime", "ascending"), ("pickup_longitude", "ascending")]
+    )
+    assert [row[0] for row in in_postgres] == in_lake.column("PULocationID").to_pylist()
+    assert sorted(in_lake.column("PULocationID").to_pylist(), key=str) == sorted(expected["PULocationID"], key=str)
+    assert {(row[1], row[2]) for row in in_postgres} == {("VTS", 2), ("CMT", 1), ("DDS", None)}
+    conn = duckdb.connect(str(tmp_path / "taxi_rides_ny.duckdb"), read_only=True)
+    joined = conn.execute(
+        "SELECT count(*) FROM prod.yellow_tripdata t JOIN prod.zones z ON t.PULocationID = z.LocationID"
+        " WHERE t.source_month = DATE '2009-01-01'"
+    ).fetchone()[0]
+    conn.close()
+    assert joined == sum(zone is not None for zone in expected["PULocationID"]) > 0

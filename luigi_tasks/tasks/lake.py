@@ -130,6 +130,8 @@ class _Convert(ReloadableTask):
     dataset: Dataset
     month: dt.date | None
     quality_warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # values kept as NULL for want of a code, a zone, a number (Manifest.notes)
+    new_columns: tuple[tuple[str, str], ...] = ()  # (name, type) of the columns the catalogue does not know
 
     def download(self) -> _Download:
         raise NotImplementedError
@@ -164,14 +166,18 @@ class _Convert(ReloadableTask):
         summary = f"{manifest.rows_out:,} rows"
         if self.month is not None:
             summary += f", {manifest.rows_outside_month:,} with pickup outside the month"
-        if manifest.nan_codes_as_null:
-            nulled = ", ".join(f"{column} {count:,}" for column, count in manifest.nan_codes_as_null.items())
-            summary += f", NaN codes kept as NULL: {nulled}"
         self.set_status_message(summary)
         log.info("%s: %s -> %s", target.path, summary, raw.key.rpartition("/")[2])
         self.quality_warnings = tuple(f.text() for f in manifest.quality.findings) if manifest.quality else ()
         for warning in self.quality_warnings:
             log.warning("%s: quality: %s", self.label, warning)
+        self.notes = tuple(manifest.notes())
+        for line in self.notes:
+            log.info("%s: %s", self.label, line)
+        self.new_columns = tuple(manifest.columns_added.items())
+        if self.new_columns:
+            log.warning("%s: new column%s kept: %s", self.label, "s" * (len(self.new_columns) > 1),
+                        manifest.new_columns_text())  # fmt: skip
         if not config.lake().keep_raw:
             lake.delete(raw.key)
 
