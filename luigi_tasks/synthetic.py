@@ -182,3 +182,75 @@ def write_fhvhv_tlc_parquet(
             ]
             writer.write_table(pa.concat_tables(pieces), row_group_size=group_rows)
     return path
+
+
+# Where 2009's taxis went, roughly: mostly Manhattan, some airports, a few points nowhere (0, 0: "unknown").
+_MIDTOWN, _AIRPORTS = (-73.982, 40.755), ((-73.7781, 40.6413), (-73.8740, 40.7769))
+
+
+def _yellow_2009_points(rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    share = rng.random(rows)
+    lon = rng.normal(_MIDTOWN[0], 0.008, rows)
+    lat = rng.normal(_MIDTOWN[1], 0.012, rows)
+    airport = (share > 0.85) & (share <= 0.95)
+    which = rng.integers(0, 2, rows)
+    lon[airport] = np.array([a[0] for a in _AIRPORTS])[which[airport]] + rng.normal(0, 0.003, int(airport.sum()))
+    lat[airport] = np.array([a[1] for a in _AIRPORTS])[which[airport]] + rng.normal(0, 0.003, int(airport.sum()))
+    unknown = share > 0.98
+    lon[unknown], lat[unknown] = 0.0, 0.0
+    return lon, lat
+
+
+def yellow_2009_table(month: dt.date, rows: int, rng: np.random.Generator, with_zone_ids: bool = False) -> pa.Table:
+    """`rows` yellow trips laid out as the TLC's 2009 Parquet (text times, vendor and payment names, coordinates);
+    with_zone_ids adds PULocationID and DOLocationID, so that the same rows convert without the zone lookup."""
+    start = np.datetime64(dt.datetime(month.year, month.month, 1), "s")
+    seconds = int((np.datetime64(next_month(month), "s") - start).astype(int))
+    pickup = start + rng.integers(0, seconds, rows)
+    dropoff = pickup + rng.integers(60, 3_600, rows)
+    start_lon, start_lat = _yellow_2009_points(rng, rows)
+    end_lon, end_lat = _yellow_2009_points(rng, rows)
+    fare = np.round(rng.gamma(2.0, 5.0, rows), 2)
+    columns = {
+        "vendor_name": _choice(rng, ["VTS", "CMT", "DDS"], rows, pa.string()),
+        "Trip_Pickup_DateTime": pc.strftime(pa.array(pickup), format="%Y-%m-%d %H:%M:%S"),
+        "Trip_Dropoff_DateTime": pc.strftime(pa.array(dropoff), format="%Y-%m-%d %H:%M:%S"),
+        "Passenger_Count": pa.array(rng.integers(1, 6, rows)),
+        "Trip_Distance": pa.array(np.round(rng.gamma(2.0, 1.5, rows), 2)),
+        "Start_Lon": pa.array(start_lon),
+        "Start_Lat": pa.array(start_lat),
+        "Rate_Code": pa.nulls(rows, pa.float64()),
+        "store_and_forward": pa.nulls(rows, pa.float64()),
+        "End_Lon": pa.array(end_lon),
+        "End_Lat": pa.array(end_lat),
+        "Payment_Type": _choice(rng, ["CASH", "Credit", "CASH", "No Charge", "Dispute"], rows, pa.string()),
+        "Fare_Amt": pa.array(fare),
+        "surcharge": pa.array(np.where(rng.random(rows) < 0.4, 0.5, 0.0)),
+        "mta_tax": pa.nulls(rows, pa.float64()),
+        "Tip_Amt": pa.array(np.where(rng.random(rows) < 0.3, np.round(fare * 0.2, 2), 0.0)),
+        "Tolls_Amt": pa.array(np.where(rng.random(rows) < 0.03, 4.15, 0.0)),
+        "Total_Amt": pa.array(np.round(fare * 1.1, 2)),
+    }
+    if with_zone_ids:
+        columns["PULocationID"] = pa.array(rng.integers(1, 264, rows))
+        columns["DOLocationID"] = pa.array(rng.integers(1, 264, rows))
+    return pa.table(columns)
+
+
+def write_yellow_2009_parquet(
+    path: Path, month: dt.date, rows: int, *, seed: int = 0, with_zone_ids: bool = False, chunk_rows: int = 1 << 20
+) -> Path:
+    """Write a seeded yellow month laid out as the TLC's 2009 files, `chunk_rows` rows a row group."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    writer = None
+    try:
+        for first in range(0, rows, chunk_rows):
+            table = yellow_2009_table(month, min(chunk_rows, rows - first), rng, with_zone_ids)
+            writer = writer or pq.ParquetWriter(path, table.schema, compression="snappy")
+            writer.write_table(table)
+    finally:
+        if writer:
+            writer.close()
+    return path

@@ -65,6 +65,7 @@ class ZoneShapes:
 
         self._shapely = shapely
         self.geometries, self.location_ids = _read_shapes()
+        shapely.prepare(self.geometries)  # every test below is many boxes or points against the same polygons
         x0, y0, x1, y1 = shapely.total_bounds(self.geometries)
         self.cell, self.x0, self.y0, self.split = cell_degrees, x0, y0, split
         self.nx, self.ny = int((x1 - x0) // cell_degrees) + 1, int((y1 - y0) // cell_degrees) + 1
@@ -86,7 +87,6 @@ class ZoneShapes:
         item, zone = self.grid.candidates(parent)
         touches = shapely.intersects(self.geometries[zone], sub_boxes[item])
         self.sub_grid = _Grid(self.geometries, sub_boxes, item[touches], zone[touches])
-        shapely.prepare(self.geometries)
 
     @staticmethod
     def _boxes(cell: np.ndarray, nx: int, x0: float, y0: float, size: float) -> np.ndarray:
