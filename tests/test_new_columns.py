@@ -1,0 +1,172 @@
+"""A column a month brings, or the catalogue gains, reaches PostgreSQL as a nullable column: the table gains it
+the first time a month has it, and a table an earlier release made with fewer columns is extended in place; the months
+loaded before read NULL there. A table that is not ours is refused as before, and a new column whose type changes in a
+later month is one line naming both types and both months."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import psycopg2
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from luigi_tasks.catalog import YELLOW
+from luigi_tasks.convert import to_canonical_parquet
+from luigi_tasks.errors import DataError
+from luigi_tasks.postgres import _expected_columns, load_month
+from luigi_tasks.synthetic import write_trip_csv
+from tests.conftest import (
+    luigi_command,
+    month,
+    pipeline_settings,
+    serve_csv_month,
+    serve_zones,
+    write_config,
+)
+from tests.test_postgres import query as pg_query
+
+# The columns the catalogue gained for yellow 2009-2010 (NULL in every later month): an earlier release's yellow
+# tables and lake files lack them.
+FIVE = ("pickup_longitude", "pickup_latitude", "dropoff_longitude", "dropoff_latitude", "vendor_name")
+EARLIER_YELLOW = dataclasses.replace(YELLOW, columns=tuple(c for c in YELLOW.columns if c.name not in FIVE))
+JUNE, JULY = month("2026-06"), month("2026-07")
+SOURCES = ["app", "street", None]  # request_source, row after row
+MARKER = "table_updates"
+
+
+def source_file(folder: Path, dataset, at: str, rows: int, seed: int, extra: dict[str, pa.Array] | None = None) -> Path:
+    """A month as the TLC publishes it in Parquet: the dataset's columns with their types, then `extra`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    csv = write_trip_csv(folder / f"trips_{at}.csv", dataset, month(at), rows, seed=seed)
+    typed = folder / f"typed_{at}.parquet"
+    to_canonical_parquet(csv, typed, dataset=dataset, month=month(at), source_url="x")
+    table = pq.read_table(typed).replace_schema_metadata(None)
+    for name, values in (extra or {}).items():
+        table = table.append_column(name, values)
+    raw = folder / f"{dataset.name}_tripdata_{at}.parquet"
+    pq.write_table(table, raw)
+    return raw
+
+
+def lake_file(folder: Path, dataset, at: str, rows: int, seed: int, extra: dict[str, pa.Array] | None = None) -> Path:
+    """The month's lake file as ToParquet writes it with [tlc] new_columns = keep (`dataset`: the catalogue)."""
+    raw = source_file(folder / "source", dataset, at, rows, seed, extra)
+    dest = folder / f"lake_{at}.parquet"
+    to_canonical_parquet(raw, dest, dataset=dataset, month=month(at), source_url="x", new_columns="keep")
+    return dest
+
+
+def requests(rows: int) -> dict[str, pa.Array]:
+    """The new columns of the later month: request_source (text, a third NULL) and request_count."""
+    sources = list(itertools.islice(itertools.cycle(SOURCES), rows))
+    return {"request_source": pa.array(sources, pa.string()), "request_count": pa.array(range(rows), pa.int64())}
+
+
+def _changed_type_lake_files(folder: Path) -> tuple[Path, Path]:
+    """June brings request_source as text; July has it as int64."""
+    june = lake_file(folder / "june", YELLOW, "2026-06", 300, seed=1, extra={"request_source": pa.array(["app"] * 300)})
+    july = lake_file(folder / "july", YELLOW, "2026-07", 200, seed=2,
+                     extra={"request_source": pa.array(range(200), pa.int64())})  # fmt: skip
+    return june, july
+
+
+def _changed_type(table: str, table_type: str) -> str:
+    return (
+        f"yellow_tripdata:2026-07: column request_source is int64 in this month's file, but {table_type} in table"
+        f" {table} since yellow 2026-06; nothing was loaded"
+    )
+
+
+PG_COLUMNS = (
+    "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'yellow_tripdata'"
+    " ORDER BY ordinal_position"
+)
+PG_COMMENTS = (
+    "SELECT attname, col_description(attrelid, attnum) FROM pg_attribute WHERE attrelid = 'yellow_tripdata'::regclass"
+    " AND col_description(attrelid, attnum) IS NOT NULL ORDER BY attnum"
+)
+PG_MONTHS = "SELECT to_char(source_month, 'YYYY-MM'), count(*), max(xmin::text::bigint) FROM yellow_tripdata GROUP BY 1"
+
+
+def test_postgres_refuses_a_new_column_whose_type_changed_and_loads_nothing(pg_dsn, tmp_path):
+    june, july = _changed_type_lake_files(tmp_path)
+    assert load_month(pg_dsn, june, dataset=YELLOW, month=JUNE, marker_table=MARKER) == 300
+    before = [pg_query(pg_dsn, sql) for sql in (PG_COLUMNS, PG_COMMENTS, PG_MONTHS, f"SELECT * FROM {MARKER}")]
+    with pytest.raises(DataError) as raised:
+        load_month(pg_dsn, july, dataset=YELLOW, month=JULY, marker_table=MARKER)
+    assert str(raised.value) == _changed_type("yellow_tripdata", "text")
+    assert [pg_query(pg_dsn, sql) for sql in (PG_COLUMNS, PG_COMMENTS, PG_MONTHS, f"SELECT * FROM {MARKER}")] == before
+    assert pg_query(pg_dsn, "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%%\\_load\\_%%'") == [(0,)]
+
+
+# --- tables an earlier release made, with the catalogue as it was then (without FIVE) ---------------------------
+
+FIVE_NULL = " AND ".join(f"{name} IS NULL" for name in FIVE)
+
+
+def test_a_postgres_table_of_an_earlier_release_is_extended_in_place(pg_dsn, server, tmp_path):
+    earlier = lake_file(tmp_path / "earlier", EARLIER_YELLOW, "2026-06", 300, seed=1)
+    assert pq.read_schema(earlier).names == EARLIER_YELLOW.schema.names  # a lake file of that release
+    load_month(pg_dsn, earlier, dataset=EARLIER_YELLOW, month=JUNE, marker_table=MARKER, lake_file="1:a")
+    columns = pg_query(pg_dsn, PG_COLUMNS)
+    assert [name for name, _ in columns] == [*EARLIER_YELLOW.schema.names, "source_month"]
+    rows_sql = "SELECT * FROM yellow_tripdata ORDER BY tpep_pickup_datetime, tpep_dropoff_datetime, total_amount"
+    june_rows, june_xmin = pg_query(pg_dsn, rows_sql), pg_query(pg_dsn, PG_MONTHS)
+
+    # Today's release loads July through the command line: the table gains the five columns, nullable.
+    serve_csv_month(server, "yellow", "2026-07", write_trip_csv(tmp_path / "july.csv", YELLOW, JULY, 200).read_bytes())
+    serve_zones(server)
+    settings = {**pipeline_settings(server, tmp_path / "lake"), ("postgres", "dsn"): pg_dsn}
+    done = luigi_command(["IngestMonth", "--service", "yellow", "--month", "2026-07", "--sinks", "lake,postgres",
+                          "--local-scheduler"], write_config(tmp_path / "luigi.cfg", settings))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert pg_query(pg_dsn, PG_COLUMNS) == [
+        *columns,
+        *[(name, "text" if name == "vendor_name" else "double precision") for name in FIVE],
+    ]
+    assert pg_query(pg_dsn, PG_COMMENTS) == [(name, "added by yellow 2026-07") for name in FIVE]
+    june_now = pg_query(pg_dsn, rows_sql.replace("ORDER BY", "WHERE source_month = '2026-06-01' ORDER BY"))
+    assert [row[: len(columns)] for row in june_now] == june_rows  # the earlier rows as they were
+    assert all(row[len(columns) :] == (None,) * 5 for row in june_now)
+    assert dict((m, (n, xmin)) for m, n, xmin in pg_query(pg_dsn, PG_MONTHS))["2026-06"] == (300, june_xmin[0][2])
+    assert pg_query(pg_dsn, f"SELECT count(*) FROM yellow_tripdata WHERE source_month = '2026-07-01' AND {FIVE_NULL}")
+    assert dict((m, n) for m, n, _ in pg_query(pg_dsn, PG_MONTHS)) == {"2026-06": 300, "2026-07": 200}
+
+    # The earlier release's lake file loads again with today's code: its missing columns are NULL.
+    assert load_month(pg_dsn, earlier, dataset=YELLOW, month=JUNE, marker_table=MARKER) == 300
+    assert pg_query(pg_dsn, f"SELECT count(*) FROM yellow_tripdata WHERE {FIVE_NULL}") == [(500,)]
+
+
+NOT_OURS = [
+    # no lineage column (nor partitions): a table of someone else's
+    ("CREATE TABLE yellow_tripdata ({columns})",
+     "missing pickup_longitude, pickup_latitude, dropoff_longitude, dropoff_latitude, vendor_name, source_month"),
+    # a column of the catalogue with another type
+    ("CREATE TABLE yellow_tripdata ({integer_passengers}, source_month date NOT NULL) PARTITION BY LIST (source_month)",
+     "passenger_count is integer, expected bigint"),
+    # not partitioned by the lineage column
+    ("CREATE TABLE yellow_tripdata ({columns}, source_month date NOT NULL)", "it is not partitioned by source_month"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("ddl, problem", NOT_OURS)
+def test_a_postgres_table_that_is_not_ours_is_refused_though_it_lacks_columns_only(pg_dsn, tmp_path, ddl, problem):
+    columns = ", ".join(f'"{name}" {type_}' for name, type_ in _expected_columns(EARLIER_YELLOW, with_lineage=False))
+    integer_passengers = columns.replace('"passenger_count" bigint', '"passenger_count" integer')
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute(ddl.format(columns=columns, integer_passengers=integer_passengers))
+    conn.close()
+    before = pg_query(pg_dsn, PG_COLUMNS)
+    parquet = lake_file(tmp_path, YELLOW, "2026-07", 100, seed=1)
+    with pytest.raises(DataError) as raised:
+        load_month(pg_dsn, parquet, dataset=YELLOW, month=JULY, marker_table=MARKER)
+    message = str(raised.value)
+    assert message.startswith("table yellow_tripdata does not match the yellow catalogue: missing pickup_longitude")
+    assert problem in message
+    assert message.endswith(". Nothing was changed: drop or rename the table, or load into another schema")
+    assert pg_query(pg_dsn, PG_COLUMNS) == before
+    assert pg_query(pg_dsn, "SELECT to_regclass('table_updates') IS NULL") == [(True,)]
