@@ -21,6 +21,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """A SQL string literal, for statements that take no parameters (DuckDB's COMMENT ON)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def is_identifier(name: str) -> bool:
     return bool(_IDENTIFIER.match(name))
 

@@ -1,4 +1,4 @@
-"""A column a month brings, or the catalogue gains, reaches PostgreSQL as a nullable column: the table gains it
+"""A column a month brings, or the catalogue gains, reaches PostgreSQL and DuckDB as a nullable column: a table gains it
 the first time a month has it, and a table an earlier release made with fewer columns is extended in place; the months
 loaded before read NULL there. A table that is not ours is refused as before, and a new column whose type changes in a
 later month is one line naming both types and both months."""
@@ -9,17 +9,21 @@ import dataclasses
 import itertools
 from pathlib import Path
 
+import duckdb
 import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from luigi_tasks.catalog import YELLOW
+from luigi_tasks.catalog import YELLOW, ZONES
 from luigi_tasks.convert import to_canonical_parquet
+from luigi_tasks.duckdb import _DUCKDB_TYPES, Warehouse
+from luigi_tasks.duckdb import load as duckdb_load
 from luigi_tasks.errors import DataError
-from luigi_tasks.postgres import _expected_columns, load_month
+from luigi_tasks.postgres import _expected_columns, load_month, load_zones
 from luigi_tasks.synthetic import write_trip_csv
 from tests.conftest import (
+    DATA,
     luigi_command,
     month,
     pipeline_settings,
@@ -27,6 +31,8 @@ from tests.conftest import (
     serve_zones,
     write_config,
 )
+from tests.test_duckdb import columns_of
+from tests.test_duckdb import query as duck_query
 from tests.test_postgres import query as pg_query
 
 # The columns the catalogue gained for yellow 2009-2010 (NULL in every later month): an earlier release's yellow
@@ -103,6 +109,23 @@ def test_postgres_refuses_a_new_column_whose_type_changed_and_loads_nothing(pg_d
     assert pg_query(pg_dsn, "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%%\\_load\\_%%'") == [(0,)]
 
 
+def test_duckdb_refuses_a_new_column_whose_type_changed_and_loads_nothing(tmp_path):
+    june, july = _changed_type_lake_files(tmp_path)
+    warehouse = Warehouse(tmp_path / "w.duckdb", "prod", MARKER)
+    common = {"dataset": YELLOW, "table": "yellow_tripdata", "lake_file": "1:a"}
+    assert duckdb_load(warehouse, june, month=JUNE, **common) == 300
+    state = [
+        "SELECT column_name, data_type, comment FROM duckdb_columns() WHERE table_name = 'yellow_tripdata'",
+        "SELECT source_month, count(*) FROM prod.yellow_tripdata GROUP BY 1",
+        f"SELECT update_id, lake_file, row_count FROM prod.{MARKER}",
+    ]
+    before = [duck_query(warehouse.path, sql) for sql in state]
+    with pytest.raises(DataError) as raised:
+        duckdb_load(warehouse, july, month=JULY, **common)
+    assert str(raised.value) == _changed_type("prod.yellow_tripdata", "VARCHAR")
+    assert [duck_query(warehouse.path, sql) for sql in state] == before
+
+
 # --- tables an earlier release made, with the catalogue as it was then (without FIVE) ---------------------------
 
 FIVE_NULL = " AND ".join(f"{name} IS NULL" for name in FIVE)
@@ -170,3 +193,89 @@ def test_a_postgres_table_that_is_not_ours_is_refused_though_it_lacks_columns_on
     assert message.endswith(". Nothing was changed: drop or rename the table, or load into another schema")
     assert pg_query(pg_dsn, PG_COLUMNS) == before
     assert pg_query(pg_dsn, "SELECT to_regclass('table_updates') IS NULL") == [(True,)]
+
+
+def test_a_duckdb_table_of_an_earlier_release_is_extended_in_place(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb", "prod", MARKER)
+    earlier = lake_file(tmp_path / "earlier", EARLIER_YELLOW, "2026-06", 300, seed=1)
+    common = {"table": "yellow_tripdata", "lake_file": "1:a"}
+    assert duckdb_load(warehouse, earlier, dataset=EARLIER_YELLOW, month=JUNE, **common) == 300
+    columns = columns_of(warehouse.path, "prod", "yellow_tripdata")
+    assert [name for name, _ in columns] == [*EARLIER_YELLOW.schema.names, "source_month"]
+    june_rows = duck_query(warehouse.path, "SELECT * FROM prod.yellow_tripdata ORDER BY ALL")
+
+    today = lake_file(tmp_path / "today", YELLOW, "2026-07", 200, seed=2)
+    assert duckdb_load(warehouse, today, dataset=YELLOW, month=JULY, **common) == 200
+    five = [(name, "VARCHAR" if name == "vendor_name" else "DOUBLE") for name in FIVE]
+    assert columns_of(warehouse.path, "prod", "yellow_tripdata") == [*columns, *five]
+    comments = "SELECT column_name, comment FROM duckdb_columns() WHERE comment IS NOT NULL ORDER BY column_index"
+    assert duck_query(warehouse.path, comments) == [(name, "added by yellow 2026-07") for name in FIVE]
+    june_now = f"SELECT * EXCLUDE ({', '.join(FIVE)}) FROM prod.yellow_tripdata WHERE source_month = ? ORDER BY ALL"
+    assert duck_query(warehouse.path, june_now, [JUNE]) == june_rows  # the earlier rows as they were
+    months = (
+        f"SELECT strftime(source_month, '%Y-%m'), count(*), count(*) FILTER ({FIVE_NULL}) FROM prod.yellow_tripdata"
+        " GROUP BY 1 ORDER BY 1"
+    )
+    assert duck_query(warehouse.path, months) == [("2026-06", 300, 300), ("2026-07", 200, 200)]
+
+    # The earlier release's lake file loads again with today's code: its missing columns are NULL.
+    assert duckdb_load(warehouse, earlier, dataset=YELLOW, month=JUNE, **common) == 300
+    assert duck_query(warehouse.path, f"SELECT count(*) FROM prod.yellow_tripdata WHERE {FIVE_NULL}") == [(500,)]
+
+
+@pytest.mark.parametrize(
+    "source_month, problem",
+    [("", "missing pickup_longitude, pickup_latitude, dropoff_longitude, dropoff_latitude, vendor_name, source_month"),
+     (", source_month DATE NOT NULL", "passenger_count is INTEGER, expected BIGINT")],
+)  # fmt: skip
+def test_a_duckdb_table_that_is_not_ours_is_refused_though_it_lacks_columns_only(tmp_path, source_month, problem):
+    warehouse = Warehouse(tmp_path / "w.duckdb", "prod", MARKER)
+    types = {name: type_ for name, type_ in columns_of_catalogue(EARLIER_YELLOW)}
+    if source_month:
+        types["passenger_count"] = "INTEGER"
+    with duckdb.connect(str(warehouse.path)) as conn:
+        columns = ", ".join(f'"{name}" {type_}' for name, type_ in types.items())
+        conn.execute(f"CREATE SCHEMA prod; CREATE TABLE prod.yellow_tripdata ({columns}{source_month})")
+    before = columns_of(warehouse.path, "prod", "yellow_tripdata")
+    today = lake_file(tmp_path, YELLOW, "2026-07", 100, seed=1)
+    with pytest.raises(DataError) as raised:
+        duckdb_load(warehouse, today, dataset=YELLOW, table="yellow_tripdata", month=JULY, lake_file="1:a")
+    message = str(raised.value)
+    assert message.startswith(f"table prod.yellow_tripdata in {warehouse.path} does not match the yellow catalogue:")
+    assert problem in message
+    assert columns_of(warehouse.path, "prod", "yellow_tripdata") == before
+
+
+def columns_of_catalogue(dataset) -> list[tuple[str, str]]:
+    return [(c.name, _DUCKDB_TYPES[c.type]) for c in dataset.columns]
+
+
+def _zone_lookups(folder: Path) -> tuple[Path, Path]:
+    """The zone lookup's lake file, and one of a lookup that brings a column (zone_note) the catalogue lacks."""
+    plain = folder / "zones.parquet"
+    to_canonical_parquet(DATA / "taxi_zone_lookup.csv", plain, dataset=ZONES, month=None, source_url="x")
+    table = pq.read_table(plain).replace_schema_metadata(None)
+    notes = pa.array(["airport" if "Airport" in (zone or "") else None for zone in table.column("Zone").to_pylist()])
+    raw = folder / "taxi_zone_lookup.parquet"
+    pq.write_table(table.append_column("zone_note", notes), raw)
+    noted = folder / "zones_noted.parquet"
+    to_canonical_parquet(raw, noted, dataset=ZONES, month=None, source_url="x", new_columns="keep")
+    return plain, noted
+
+
+def test_a_zone_lookup_that_brings_a_column_loads_into_postgres_and_duckdb(pg_dsn, tmp_path):
+    plain, noted = _zone_lookups(tmp_path)
+    notes = pq.read_table(noted).column("zone_note").drop_null().to_pylist()
+    assert notes == ["airport"] * 3  # Newark, JFK and LaGuardia
+    warehouse = Warehouse(tmp_path / "w.duckdb", "prod", MARKER)
+    counts = "SELECT count(*), count(zone_note) FROM {}"
+    for lookup, noted_rows in ((plain, None), (noted, 3), (plain, 0)):  # the column stays, NULL when not loaded
+        assert load_zones(pg_dsn, lookup, marker_table=MARKER) == 265
+        assert duckdb_load(warehouse, lookup, dataset=ZONES, table="zones", month=None, lake_file="1:a") == 265
+        if noted_rows is not None:
+            assert pg_query(pg_dsn, counts.format("zones")) == [(265, noted_rows)]
+            assert duck_query(warehouse.path, counts.format("prod.zones")) == [(265, noted_rows)]
+    assert pg_query(pg_dsn, "SELECT col_description('zones'::regclass, 5)") == [("added by the zone lookup",)]
+    assert duck_query(warehouse.path, "SELECT comment FROM duckdb_columns() WHERE column_name = 'zone_note'") == [
+        ("added by the zone lookup",)
+    ]
