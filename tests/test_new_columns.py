@@ -1,36 +1,49 @@
-"""A column a month brings, or the catalogue gains, reaches PostgreSQL and DuckDB as a nullable column: a table gains it
-the first time a month has it, and a table an earlier release made with fewer columns is extended in place; the months
-loaded before read NULL there. A table that is not ours is refused as before, and a new column whose type changes in a
-later month is one line naming both types and both months."""
+"""A column a month brings, or the catalogue gains, reaches every warehouse as a nullable column: PostgreSQL, DuckDB
+and BigQuery (bqemulator) add it the first time a month has it, and extend in place the tables an earlier release
+made with fewer columns; the months loaded before read NULL there. A table that is not ours is refused as before,
+and a new column whose type changes in a later month is one line naming both types and both months."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import itertools
 from pathlib import Path
 
 import duckdb
+import luigi
 import psycopg2
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from google.cloud import bigquery as bq
 
+from luigi_tasks import BigQueryExternalTable, IngestMonth, config
+from luigi_tasks import bigquery as bq_work
 from luigi_tasks.catalog import YELLOW, ZONES
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.duckdb import _DUCKDB_TYPES, Warehouse
 from luigi_tasks.duckdb import load as duckdb_load
 from luigi_tasks.errors import DataError
+from luigi_tasks.lake import canonical_key
 from luigi_tasks.postgres import _expected_columns, load_month, load_zones
 from luigi_tasks.synthetic import write_trip_csv
 from tests.conftest import (
     DATA,
+    PARQUET_PATH,
     luigi_command,
+    luigi_settings,
     month,
+    month_path,
     pipeline_settings,
+    run_tasks,
     serve_csv_month,
     serve_zones,
     write_config,
 )
+from tests.test_cloud import cloud, month_rows  # noqa: F401 - the fixture
+from tests.test_cloud import query as bq_query
 from tests.test_duckdb import columns_of
 from tests.test_duckdb import query as duck_query
 from tests.test_postgres import query as pg_query
@@ -70,6 +83,88 @@ def requests(rows: int) -> dict[str, pa.Array]:
     """The new columns of the later month: request_source (text, a third NULL) and request_count."""
     sources = list(itertools.islice(itertools.cycle(SOURCES), rows))
     return {"request_source": pa.array(sources, pa.string()), "request_count": pa.array(range(rows), pa.int64())}
+
+
+def expected_months(june_rows: int, july_rows: int) -> list[tuple]:
+    """(month, rows, request_source values, request_count values, their sum) for June (without them) and July."""
+    sources = sum(1 for value in itertools.islice(itertools.cycle(SOURCES), july_rows) if value is not None)
+    return [("2026-06", june_rows, 0, 0, None), ("2026-07", july_rows, sources, july_rows, sum(range(july_rows)))]
+
+
+MONTHS_SQL = (
+    "SELECT {month}, count(*), count(request_source), count(request_count), sum(request_count)"
+    " FROM {table} GROUP BY 1 ORDER BY 1"
+)
+
+
+def test_a_column_a_later_month_brings_reaches_every_warehouse_and_reads_across_the_lake(
+    cloud,  # noqa: F811 - the fixture
+    server,
+    pg_dsn,
+    bigquery_client,
+    bigquery_dataset,
+    tmp_path,
+):
+    june = source_file(tmp_path / "june", YELLOW, "2026-06", 300, seed=1)
+    july = source_file(tmp_path / "july", YELLOW, "2026-07", 200, seed=2, extra=requests(200))
+    for raw, at in ((june, "2026-06"), (july, "2026-07")):
+        server.add(month_path(PARQUET_PATH, "yellow", at), raw.read_bytes())
+    serve_zones(server)
+    sinks = "lake,postgres,duckdb,gcs,bigquery"
+    with luigi_settings({("tlc", "source"): "parquet", ("postgres", "dsn"): pg_dsn}):
+        for at in (JUNE, JULY):  # June first: the tables are made without the new columns
+            result, failures = run_tasks(IngestMonth(service="yellow", month=at, sinks=sinks))
+            assert failures == {} and result.status == luigi.LuigiStatusCode.SUCCESS, result.summary_text
+        result, _ = run_tasks(*(IngestMonth(service="yellow", month=at, sinks=sinks) for at in (JUNE, JULY)))
+        assert "Did not run any tasks" in result.summary_text
+    expected = expected_months(300, 200)
+
+    in_postgres = pg_query(pg_dsn, MONTHS_SQL.format(month="to_char(source_month, 'YYYY-MM')", table="yellow_tripdata"))
+    assert [(*row[:4], row[4] and int(row[4])) for row in in_postgres] == expected
+    added = pg_query(
+        pg_dsn,
+        "SELECT attname, format_type(atttypid, atttypmod), col_description(attrelid, attnum) FROM pg_attribute"
+        " WHERE attrelid = 'yellow_tripdata'::regclass AND attname LIKE 'request%%' ORDER BY attnum",
+    )
+    assert added == [("request_source", "text", "added by yellow 2026-07"),
+                     ("request_count", "bigint", "added by yellow 2026-07")]  # fmt: skip
+
+    duck = cloud.parent / "taxi_rides_ny.duckdb"
+    in_duckdb = duck_query(
+        duck, MONTHS_SQL.format(month="strftime(source_month, '%Y-%m')", table="prod.yellow_tripdata")
+    )
+    assert in_duckdb == expected
+    comments = duck_query(
+        duck,
+        "SELECT column_name, data_type, comment FROM duckdb_columns() WHERE table_name = 'yellow_tripdata'"
+        " AND column_name LIKE 'request%' ORDER BY column_index",
+    )
+    assert comments == [("request_source", "VARCHAR", "added by yellow 2026-07"),
+                        ("request_count", "BIGINT", "added by yellow 2026-07")]  # fmt: skip
+
+    table = f"`{bigquery_dataset}.yellow_tripdata`"
+    in_bigquery = bq_query(bigquery_client, MONTHS_SQL.format(month="FORMAT_DATE('%Y-%m', source_month)", table=table))
+    assert in_bigquery == expected
+    fields = bigquery_client.get_table(f"test-project.{bigquery_dataset}.yellow_tripdata").schema[-2:]
+    assert [(f.name, f.field_type, f.mode, f.description) for f in fields] == [
+        ("request_source", "STRING", "NULLABLE", "added by yellow 2026-07"),
+        ("request_count", "INT64", "NULLABLE", "added by yellow 2026-07"),
+    ]
+
+    # The lake: its months read as one with DuckDB's union_by_name, or a pyarrow dataset of the unified schema.
+    files = [str(cloud / canonical_key(YELLOW, at)) for at in (JUNE, JULY)]
+    by_name = duckdb.sql(
+        "SELECT count(*), count(request_source), count(request_count), sum(request_count)"
+        " FROM read_parquet($files, union_by_name = true)",
+        params={"files": files},
+    ).fetchall()
+    assert by_name == [(500, *expected[1][2:])]
+    schema = pa.unify_schemas([pq.read_schema(file) for file in files])
+    assert schema.names == [*YELLOW.schema.names, "request_source", "request_count"]
+    read = pads.dataset(files, schema=schema, format="parquet").to_table()
+    assert read.num_rows == 500
+    assert read.column("request_count").null_count == 300
+    assert read.column("request_source").to_pylist().count("street") == expected[1][2] // 2
 
 
 def _changed_type_lake_files(folder: Path) -> tuple[Path, Path]:
@@ -124,6 +219,44 @@ def test_duckdb_refuses_a_new_column_whose_type_changed_and_loads_nothing(tmp_pa
         duckdb_load(warehouse, july, month=JULY, **common)
     assert str(raised.value) == _changed_type("prod.yellow_tripdata", "VARCHAR")
     assert [duck_query(warehouse.path, sql) for sql in state] == before
+
+
+def _upload(gcs_client, bucket: str, path: Path, name: str) -> str:
+    gcs_client.bucket(bucket).blob(name).upload_from_filename(str(path))
+    return f"gs://{bucket}/{name}"
+
+
+def _load_to_bigquery(gcs_client, bucket: str, bq_dataset: str, path: Path, dataset, at: dt.date) -> int:
+    uri = _upload(gcs_client, bucket, path, f"raw/{dataset.name}_{at:%Y-%m}_{path.stat().st_size}.parquet")
+    rows, schema = pq.read_metadata(path).num_rows, pq.read_schema(path)
+    return bq_work.load_month(bq_work.client(config.gcp()), uri, bq_dataset=bq_dataset, dataset=dataset, month=at,
+                              expected_rows=rows, file_schema=schema)  # fmt: skip
+
+
+def _bigquery_schema(client, bq_dataset: str) -> list[tuple]:
+    table = client.get_table(f"test-project.{bq_dataset}.yellow_tripdata")
+    return [(f.name, f.field_type, f.description) for f in table.schema]
+
+
+def test_bigquery_refuses_a_new_column_whose_type_changed_and_loads_nothing(
+    cloud,  # noqa: F811 - the fixture
+    gcs_client,
+    gcs_bucket,
+    bigquery_client,
+    bigquery_dataset,
+    tmp_path,
+):
+    june, july = _changed_type_lake_files(tmp_path)
+    assert _load_to_bigquery(gcs_client, gcs_bucket, bigquery_dataset, june, YELLOW, JUNE) == 300
+    before = (_bigquery_schema(bigquery_client, bigquery_dataset), month_rows(bigquery_client, bigquery_dataset))
+    with pytest.raises(DataError) as raised:
+        _load_to_bigquery(gcs_client, gcs_bucket, bigquery_dataset, july, YELLOW, JULY)
+    assert str(raised.value) == _changed_type(f"test-project.{bigquery_dataset}.yellow_tripdata", "STRING")
+    assert (
+        _bigquery_schema(bigquery_client, bigquery_dataset),
+        month_rows(bigquery_client, bigquery_dataset),
+    ) == before
+    assert [t.table_id for t in bigquery_client.list_tables(bigquery_dataset)] == ["yellow_tripdata"]
 
 
 # --- tables an earlier release made, with the catalogue as it was then (without FIVE) ---------------------------
@@ -248,6 +381,111 @@ def test_a_duckdb_table_that_is_not_ours_is_refused_though_it_lacks_columns_only
 
 def columns_of_catalogue(dataset) -> list[tuple[str, str]]:
     return [(c.name, _DUCKDB_TYPES[c.type]) for c in dataset.columns]
+
+
+def test_a_bigquery_table_of_an_earlier_release_is_extended_in_place(
+    cloud,  # noqa: F811 - the fixture
+    gcs_client,
+    gcs_bucket,
+    bigquery_client,
+    bigquery_dataset,
+    tmp_path,
+):
+    earlier = lake_file(tmp_path / "earlier", EARLIER_YELLOW, "2026-06", 300, seed=1)
+    assert _load_to_bigquery(gcs_client, gcs_bucket, bigquery_dataset, earlier, EARLIER_YELLOW, JUNE) == 300
+    before = _bigquery_schema(bigquery_client, bigquery_dataset)
+    assert [name for name, _, _ in before] == [*EARLIER_YELLOW.schema.names, "source_month"]
+    table = f"`{bigquery_dataset}.yellow_tripdata`"
+    names = ", ".join(f"`{name}`" for name, _, _ in before)
+    order = "ORDER BY tpep_pickup_datetime, tpep_dropoff_datetime, total_amount, trip_distance"
+    june_rows = bq_query(bigquery_client, f"SELECT {names} FROM {table} {order}")
+
+    today = lake_file(tmp_path / "today", YELLOW, "2026-07", 200, seed=2)
+    assert _load_to_bigquery(gcs_client, gcs_bucket, bigquery_dataset, today, YELLOW, JULY) == 200
+    five = [(name, "STRING" if name == "vendor_name" else "FLOAT64", "added by yellow 2026-07") for name in FIVE]
+    assert _bigquery_schema(bigquery_client, bigquery_dataset) == [*before, *five]
+    june = f"SELECT {names} FROM {table} WHERE source_month = DATE '2026-06-01' {order}"
+    assert bq_query(bigquery_client, june) == june_rows  # the earlier rows as they were
+    assert month_rows(bigquery_client, bigquery_dataset) == {"2026-06-01": 300, "2026-07-01": 200}
+    assert bq_query(bigquery_client, f"SELECT COUNT(*) FROM {table} WHERE {FIVE_NULL}") == [(500,)]
+
+    # The earlier release's lake file loads again with today's code: its missing columns are NULL.
+    assert _load_to_bigquery(gcs_client, gcs_bucket, bigquery_dataset, earlier, YELLOW, JUNE) == 300
+    assert month_rows(bigquery_client, bigquery_dataset) == {"2026-06-01": 300, "2026-07-01": 200}
+    assert bq_query(bigquery_client, f"SELECT COUNT(*) FROM {table} WHERE {FIVE_NULL}") == [(500,)]
+
+
+def test_a_bigquery_table_without_the_lineage_column_is_refused_though_it_lacks_columns_only(
+    cloud,  # noqa: F811 - the fixture
+    gcs_client,
+    gcs_bucket,
+    bigquery_client,
+    bigquery_dataset,
+    tmp_path,
+):
+    table_id = f"test-project.{bigquery_dataset}.yellow_tripdata"
+    bigquery_client.create_table(bq.Table(table_id, schema=bq_work.schema(EARLIER_YELLOW, with_lineage=False)))
+    before = _bigquery_schema(bigquery_client, bigquery_dataset)
+    today = lake_file(tmp_path, YELLOW, "2026-07", 100, seed=1)
+    with pytest.raises(DataError) as raised:
+        _load_to_bigquery(gcs_client, gcs_bucket, bigquery_dataset, today, YELLOW, JULY)
+    assert str(raised.value) == (
+        f"BigQuery table {table_id} does not match the yellow catalogue: missing pickup_longitude, pickup_latitude,"
+        " dropoff_longitude, dropoff_latitude, vendor_name, source_month. Nothing was changed"
+    )
+    assert _bigquery_schema(bigquery_client, bigquery_dataset) == before
+
+
+def test_the_external_table_takes_the_columns_the_months_of_the_lake_added(
+    cloud,  # noqa: F811 - the fixture
+    server,
+    gcs_bucket,
+    bigquery_client,
+    bigquery_dataset,
+    tmp_path,
+):
+    # The emulator makes a plain empty table of an external one: the definition and its schema are what it shows.
+    extra = {
+        "2026-06": {},
+        "2026-07": requests(200),
+        "2026-08": {"request_count": pa.array(["many"] * 100)},  # the same name, now text
+    }
+    for n, (at, columns) in enumerate(extra.items()):
+        raw = source_file(tmp_path / at, YELLOW, at, 100 + 100 * (n == 1), seed=n, extra=columns)
+        server.add(month_path(PARQUET_PATH, "yellow", at), raw.read_bytes())
+    serve_zones(server)
+    task = BigQueryExternalTable(service="yellow")
+    catalogue = [(f.name, f.field_type, None) for f in bq_work.schema(YELLOW, with_lineage=False)]
+    with luigi_settings({("tlc", "source"): "parquet"}):
+        assert run_tasks(IngestMonth(service="yellow", month=JUNE))[1] == {}
+        assert not task.complete()
+        assert run_tasks(task)[1] == {}
+        assert task.complete()
+        assert [(f.name, f.field_type, f.description) for f in task.definition().schema] == catalogue
+
+        assert run_tasks(IngestMonth(service="yellow", month=JULY))[1] == {}
+        assert not task.complete()  # July added columns: the table lacks them
+        added = [  # by name within a month, as its manifest lists them
+            ("request_count", "INT64", "added by yellow 2026-07"),
+            ("request_source", "STRING", "added by yellow 2026-07"),
+        ]
+        assert [(f.name, f.field_type, f.description) for f in task.definition().schema] == [*catalogue, *added]
+        assert run_tasks(task)[1] == {}
+        assert task.complete()
+        table = bigquery_client.get_table(f"test-project.{bigquery_dataset}.yellow_tripdata_external")
+        assert [(f.name, f.field_type, f.description) for f in table.schema] == [*catalogue, *added]
+
+        assert run_tasks(IngestMonth(service="yellow", month=month("2026-08")))[1] == {}
+        with pytest.raises(DataError) as raised:
+            task.complete()
+        assert str(raised.value) == (
+            "yellow_tripdata_external: column request_count is string in yellow 2026-08's file, but int64 in yellow"
+            " 2026-07's; an external table reads every month as one type: nothing was changed"
+        )
+        result, _ = run_tasks(BigQueryExternalTable(service="yellow"))  # luigi says so in one line, and stops
+        assert not result.scheduling_succeeded
+    table = bigquery_client.get_table(f"test-project.{bigquery_dataset}.yellow_tripdata_external")
+    assert [(f.name, f.field_type, f.description) for f in table.schema] == [*catalogue, *added]
 
 
 def _zone_lookups(folder: Path) -> tuple[Path, Path]:
