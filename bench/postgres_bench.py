@@ -267,7 +267,7 @@ def prepare_partition(dsn: str) -> None:
 
     conn = psycopg2.connect(dsn)
     try:
-        partition = prepare_service_table(conn, YELLOW, MONTH, MARKER_TABLE, lock_timeout=60)
+        partition = prepare_service_table(conn, YELLOW, MONTH, MARKER_TABLE, lock_timeout=60, file_schema=YELLOW.schema)
         with conn.cursor() as cur:
             cur.execute(
                 f"CREATE TABLE {quote_ident(partition)} PARTITION OF {LUIGI_TABLE} FOR VALUES IN (%s)", (MONTH,)

@@ -27,7 +27,15 @@ import pyarrow.parquet as pq
 from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, Dataset
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.parquet_stream import open_parquet
-from luigi_tasks.sql import column_problems, quote_ident
+from luigi_tasks.sql import (
+    added_by,
+    column_problems,
+    columns_to_add,
+    file_columns,
+    is_ours,
+    quote_ident,
+    quote_literal,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -147,32 +155,58 @@ def _expected_columns(dataset: Dataset, with_lineage: bool) -> list[tuple[str, s
 
 
 def _columns(conn, warehouse: Warehouse, table: str) -> list[tuple[str, str]]:
-    """The table's (column, type) list, [] when there is no such table. DuckDB matches names in any case, and
-    information_schema spells them as they were created: the lookup ignores case too."""
+    """The table's (column, type) list, [] when there is no such table."""
+    return [(name, type_) for name, type_, _ in _described_columns(conn, warehouse, table)]
+
+
+def _described_columns(conn, warehouse: Warehouse, table: str) -> list[tuple[str, str, str | None]]:
+    """The table's (column, type, comment) list, [] when there is no such table. DuckDB matches names in any case,
+    and its catalogue spells them as they were created: the lookup ignores case too."""
     return conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = current_database()"
-        " AND lower(table_schema) = lower(?) AND lower(table_name) = lower(?) ORDER BY ordinal_position",
+        "SELECT column_name, data_type, comment FROM duckdb_columns() WHERE database_name = current_database()"
+        " AND lower(schema_name) = lower(?) AND lower(table_name) = lower(?) ORDER BY column_index",
         [warehouse.schema, table],
     ).fetchall()
 
 
-def _prepare_tables(conn, warehouse: Warehouse, table: str, dataset: Dataset, with_lineage: bool) -> None:
-    """Create the schema, the table (from the catalogue) and the marker table unless there; check the table."""
+def _prepare_tables(
+    conn,
+    warehouse: Warehouse,
+    table: str,
+    dataset: Dataset,
+    month: dt.date | None,
+    incoming: list[tuple[str, str, str]],
+) -> None:
+    """Create the schema, the table (from the catalogue) and the marker table unless there, and give the table, as
+    nullable columns, those of the catalogue and of the file (`incoming`: `file_columns`) it lacks, each commented
+    with the month that added it. A table that is not ours (`is_ours`) is refused, with how it differs."""
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(warehouse.schema)}")
-    found = _columns(conn, warehouse, table)
+    with_lineage = month is not None
+    found = _described_columns(conn, warehouse, table)
     expected = _expected_columns(dataset, with_lineage)
     if not found:
         columns = ",\n  ".join(
             f"{quote_ident(name)} {type_}{' NOT NULL' if name == LINEAGE_COLUMN else ''}" for name, type_ in expected
         )
         conn.execute(f"CREATE TABLE {warehouse.qualified(table)} (\n  {columns}\n)")
-    elif problems := column_problems(found, expected, case_sensitive=False):
-        setting = "table" if with_lineage else "zones_table"
-        raise DataError(
-            f"table {warehouse.schema}.{table} in {warehouse.path} does not match the {dataset.name} catalogue:"
-            f" {'; '.join(problems)}. Nothing was changed: drop or rename the table, or set another [duckdb] schema"
-            f" or {setting}"
-        )
+        found = [(name, type_, None) for name, type_ in expected]
+    else:
+        pairs = [(name, type_) for name, type_, _ in found]
+        required = [LINEAGE_COLUMN] if with_lineage else [name for name, _ in expected]
+        if not is_ours(pairs, expected, required, case_sensitive=False):
+            setting = "table" if with_lineage else "zones_table"
+            raise DataError(
+                f"table {warehouse.schema}.{table} in {warehouse.path} does not match the {dataset.name} catalogue:"
+                f" {'; '.join(column_problems(pairs, expected, case_sensitive=False))}. Nothing was changed: drop or"
+                f" rename the table, or set another [duckdb] schema or {setting}"
+            )
+    in_file = "this month's file" if with_lineage else "the lookup's file"
+    what, shown = update_id(table, month), f"{warehouse.schema}.{table}"
+    for name, type_ in columns_to_add(found, expected, incoming, case_sensitive=False, what=what, table=shown,
+                                      in_file=in_file):  # fmt: skip
+        column = f"{warehouse.qualified(table)}.{quote_ident(name)}"
+        conn.execute(f"ALTER TABLE {warehouse.qualified(table)} ADD COLUMN IF NOT EXISTS {quote_ident(name)} {type_}")
+        conn.execute(f"COMMENT ON COLUMN {column} IS {quote_literal(added_by(dataset.name, month))}")
     # The shape of the PostgreSQL sink's marker table, plus the row count that "done?" compares with the table.
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {warehouse.qualified(warehouse.marker_table)} (update_id VARCHAR,"
@@ -214,13 +248,14 @@ def _counted_batches(source: pq.ParquetFile, progress: RowProgress | None) -> It
             progress(done, total)
 
 
-def _insert(conn, target: str, dataset: Dataset, parquet: ParquetSource, month, progress) -> int:
-    """INSERT the file's rows (and the month, as the lineage column); returns the count DuckDB reports.
+def _insert(conn, target: str, file_schema: pa.Schema, parquet: ParquetSource, month, progress) -> int:
+    """INSERT the file's rows into its columns (and the month, as the lineage column; the table's other columns are
+    NULL); returns the count DuckDB reports.
 
     A local file is read by DuckDB itself; a lake file elsewhere is streamed in as Arrow batches, so neither
     httpfs nor the store's credentials are needed here.
     """
-    names = [quote_ident(c.name) for c in dataset.columns]
+    names = [quote_ident(name) for name in file_schema.names]
     lineage = [quote_ident(LINEAGE_COLUMN)] if month is not None else []
     select = ", ".join(names + (["?::DATE"] if month is not None else []))
     into = f"INSERT INTO {target} ({', '.join(names + lineage)}) SELECT {select}"
@@ -251,8 +286,9 @@ def load(
 
     `lake_file` (the lake file's fingerprint) is recorded in the marker: the month is done only for that file.
     """
-    expected_rows = pq.read_metadata(parquet).num_rows
+    expected_rows, file_schema = pq.read_metadata(parquet).num_rows, pq.read_schema(parquet)
     update = update_id(table, month)
+    incoming = file_columns(file_schema, _DUCKDB_TYPES, update)
     try:
         warehouse.path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -261,12 +297,12 @@ def load(
         target = warehouse.qualified(table)
         conn.execute("BEGIN TRANSACTION")
         moved = _move_former_zones_table(conn, warehouse, table, dataset) if month is None else None
-        _prepare_tables(conn, warehouse, table, dataset, with_lineage=month is not None)
+        _prepare_tables(conn, warehouse, table, dataset, month, incoming)
         if month is None:
             conn.execute(f"DELETE FROM {target}")
         else:
             conn.execute(f"DELETE FROM {target} WHERE {quote_ident(LINEAGE_COLUMN)} = ?", [month])
-        inserted = _insert(conn, target, dataset, parquet, month, progress)
+        inserted = _insert(conn, target, file_schema, parquet, month, progress)
         if inserted != expected_rows:
             raise PipelineError(
                 f"{update}: inserted {inserted:,} rows into {warehouse.path}, expected {expected_rows:,}"

@@ -33,11 +33,10 @@ from pgpq import ArrowToPostgresBinaryEncoder
 from luigi_tasks.catalog import AMOUNT, CODE, LINEAGE_COLUMN, TEXT, TIME, ZONES, Dataset, packed_scalar, table_name
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.parquet_stream import open_parquet
-from luigi_tasks.sql import column_problems, quote_ident
+from luigi_tasks.sql import added_by, column_problems, columns_to_add, file_columns, is_ours, quote_ident
 
-_PG_TYPES = {CODE: "bigint", AMOUNT: "double precision", TIME: "timestamp", TEXT: "text"}
-# information_schema spells some types differently from DDL.
-_INFORMATION_SCHEMA_TYPES = {"timestamp": "timestamp without time zone"}
+# Spelled as information_schema spells them (DDL takes these spellings too): a table's columns compare as they are.
+_PG_TYPES = {CODE: "bigint", AMOUNT: "double precision", TIME: "timestamp without time zone", TEXT: "text"}
 _COPY_READ_BYTES = 1 << 20
 # Small batches keep the client's memory low (the encoder's buffers grow with the batch); the COPY
 # stream is continuous either way.
@@ -155,26 +154,57 @@ def _create_sql(table: str, dataset: Dataset, partitioned: bool) -> str:
     return f"CREATE TABLE IF NOT EXISTS {quote_ident(table)} (\n  {columns}\n){partitioning}"
 
 
-def _check_table(cur, table: str, dataset: Dataset, partitioned: bool) -> bool:
-    """True if the table exists and matches the catalogue; False if it does not exist; else an error."""
+def _table_columns(cur, table: str) -> list[tuple[str, str, str | None]]:
+    """The table's (column, type, comment) list, [] when the current schema has no such table."""
     cur.execute(
-        "SELECT column_name, data_type FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+        "SELECT c.column_name, c.data_type, d.description FROM information_schema.columns c"
+        " JOIN pg_class r ON r.relname = c.table_name AND r.relnamespace = current_schema()::regnamespace"
+        " LEFT JOIN pg_description d ON d.objoid = r.oid AND d.classoid = 'pg_class'::regclass"
+        " AND d.objsubid = c.ordinal_position"
+        " WHERE c.table_schema = current_schema() AND c.table_name = %s ORDER BY c.ordinal_position",
         (table,),
     )
-    found = cur.fetchall()
+    return cur.fetchall()
+
+
+def _prepare_table(
+    cur, table: str, dataset: Dataset, month: dt.date | None, incoming: list[tuple[str, str, str]]
+) -> None:
+    """Create the table from the catalogue unless it is there, and give it, as nullable columns, those of the
+    catalogue and of the file (`incoming`: `file_columns`) it lacks, each commented with the month that added it.
+
+    A table is extended only if it is ours, maybe from an earlier release with fewer columns (`is_ours`; a trip
+    table also partitioned by its lineage column); another one is refused, with how it differs from the catalogue.
+    """
+    partitioned = month is not None
+    expected = _expected_columns(dataset, partitioned)
+    found = _table_columns(cur, table)
     if not found:
-        return False
-    expected = [(n, _INFORMATION_SCHEMA_TYPES.get(t, t)) for n, t in _expected_columns(dataset, partitioned)]
-    problems = column_problems(found, expected)
-    if not problems and partitioned and _relkind(cur, table) != "p":
-        problems.append(f"it is not partitioned by {LINEAGE_COLUMN}")
-    if problems:
-        raise DataError(
-            f"table {table} does not match the {dataset.name} catalogue: {'; '.join(problems)}."
-            " Nothing was changed: drop or rename the table, or load into another schema"
+        cur.execute(_create_sql(table, dataset, partitioned))
+        found = [(name, type_, None) for name, type_ in expected]
+    else:
+        pairs = [(name, type_) for name, type_, _ in found]
+        required = [LINEAGE_COLUMN] if partitioned else [name for name, _ in expected]
+        key = _partition_key(cur, table)
+        partitioning = (
+            [f"it is not partitioned by {LINEAGE_COLUMN}"] if partitioned and key != f"LIST ({LINEAGE_COLUMN})" else []
         )
-    return True
+        if partitioning or not is_ours(pairs, expected, required):
+            raise DataError(
+                f"table {table} does not match the {dataset.name} catalogue: "
+                f"{'; '.join(column_problems(pairs, expected) + partitioning)}."
+                " Nothing was changed: drop or rename the table, or load into another schema"
+            )
+    what, in_file = (update_id(dataset, month), "this month's file") if partitioned else ("zones", "the lookup's file")
+    added = columns_to_add(found, expected, incoming, what=what, table=table, in_file=in_file)
+    if not added:
+        return  # no ALTER when nothing is missing: it would lock the table against every reader
+    columns = ", ".join(f"ADD COLUMN IF NOT EXISTS {quote_ident(name)} {type_}" for name, type_ in added)
+    cur.execute(f"ALTER TABLE {quote_ident(table)} {columns}")
+    for name, _ in added:
+        cur.execute(
+            f"COMMENT ON COLUMN {quote_ident(table)}.{quote_ident(name)} IS %s", (added_by(dataset.name, month),)
+        )
 
 
 def _lock(cur, key: str) -> None:
@@ -264,20 +294,23 @@ def _partition_name(table: str, month: dt.date) -> str:
     return f"{table}_{month:%Y_%m}"
 
 
-def prepare_service_table(conn, dataset: Dataset, month: dt.date, marker_table: str, lock_timeout: float) -> str:
-    """Create (once) the service table and the marker table; commit; return the month's partition name.
+def prepare_service_table(
+    conn, dataset: Dataset, month: dt.date, marker_table: str, lock_timeout: float, *, file_schema: pa.Schema
+) -> str:
+    """Create (once) the service table and the marker table, add the columns the month's file brings (its schema:
+    `file_schema`); commit; return the month's partition name.
 
     DDL runs in its own short transaction under an advisory lock, so concurrent workers do not race. A table of
     the partition's name that is not the month's partition is refused here, before any rows are sent.
     """
     table = table_name(dataset)
     partition = _partition_name(table, month)
+    incoming = file_columns(file_schema, _PG_TYPES, update_id(dataset, month))
     with conn.cursor() as cur:
         _lock(cur, table)
 
         def prepare() -> None:
-            if not _check_table(cur, table, dataset, partitioned=True):
-                cur.execute(_create_sql(table, dataset, partitioned=True))
+            _prepare_table(cur, table, dataset, month, incoming)
             if _relkind(cur, partition) is not None:
                 _check_attached(cur, table, partition)
             ensure_marker_table(cur, marker_table)
@@ -294,8 +327,17 @@ def _relkind(cur, name: str) -> str | None:
     Read from pg_class with SQL, not with to_regclass(): that looks in the session's catalog cache, which may still
     say "no such table" about one that another loader created and committed while this one waited for a lock.
     """
+    return _pg_class(cur, name, "relkind")
+
+
+def _partition_key(cur, table: str) -> str | None:
+    """How the table is partitioned ('LIST (source_month)'), None when it is not (or there is no such table)."""
+    return _pg_class(cur, table, "pg_get_partkeydef(oid)")
+
+
+def _pg_class(cur, name: str, what: str) -> str | None:
     cur.execute(
-        "SELECT relkind FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace", (name,)
+        f"SELECT {what} FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace", (name,)
     )
     found = cur.fetchone()
     return found[0] if found else None
@@ -475,12 +517,13 @@ def load_month(
     `lake_file` (the lake file's fingerprint) is recorded in the marker: the month is done only for that file.
     """
     with _opened(parquet) as file:
-        expected_rows = pq.read_metadata(file).num_rows
+        source = pq.ParquetFile(file)
+        expected_rows, file_schema = source.metadata.num_rows, source.schema_arrow
     table = table_name(dataset)
     update = update_id(dataset, month)
-    columns = [name for name, _ in _expected_columns(dataset, with_lineage=True)]
+    columns = [*file_schema.names, LINEAGE_COLUMN]  # the file's own: the table's others are NULL in this month
     with connection(dsn) as conn:
-        partition = prepare_service_table(conn, dataset, month, marker_table, lock_timeout)
+        partition = prepare_service_table(conn, dataset, month, marker_table, lock_timeout, file_schema=file_schema)
         staging = f"{partition}{_STAGING}{secrets.token_hex(4)}"
         with conn.cursor() as cur:
             # Held for this session's life: a staging table whose lock is free belongs to a load that died.
@@ -523,13 +566,17 @@ def _swap_in(
 
     Loads of one month take turns here: each replaces what the one before it committed, so the month is there once.
     A new month's ATTACH does not wait for readers of the table; replacing a month does (dropping a partition
-    needs the table to itself), at most `lock_timeout` seconds.
+    needs the table to itself), at most `lock_timeout` seconds. Columns another month's load added to the table
+    since the staging table was made are added to it first, NULL: a partition has its table's columns.
     """
     with conn.cursor() as cur:
         _lock(cur, update)
         replacing = _relkind(cur, partition) is not None
 
         def swap() -> None:
+            # The lock ATTACH takes, taken first: no load adds a column to the table between here and the ATTACH.
+            cur.execute(f"LOCK TABLE ONLY {quote_ident(table)} IN SHARE UPDATE EXCLUSIVE MODE")
+            _add_missing_columns(cur, table, staging)
             if replacing:
                 _check_attached(cur, table, partition)
                 cur.execute(f"DROP TABLE {quote_ident(partition)}")
@@ -545,20 +592,38 @@ def _swap_in(
     conn.commit()
 
 
+def _add_missing_columns(cur, table: str, staging: str) -> None:
+    """Give the staging table the columns of `table` it lacks, with their types (no rows change: they are NULL)."""
+    cur.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        " JOIN pg_class r ON r.oid = a.attrelid WHERE r.relname = %s"
+        " AND r.relnamespace = current_schema()::regnamespace AND a.attnum > 0 AND NOT a.attisdropped"
+        " AND a.attname NOT IN (SELECT s.attname FROM pg_attribute s JOIN pg_class t"
+        " ON t.oid = s.attrelid WHERE t.relname = %s AND t.relnamespace = r.relnamespace AND s.attnum > 0"
+        " AND NOT s.attisdropped) ORDER BY a.attnum",
+        (table, staging),
+    )
+    missing = cur.fetchall()
+    if missing:
+        columns = ", ".join(f"ADD COLUMN {quote_ident(name)} {type_}" for name, type_ in missing)
+        cur.execute(f"ALTER TABLE {quote_ident(staging)} {columns}")
+
+
 def load_zones(
     dsn: str, parquet: ParquetSource, *, marker_table: str, lake_file: str | None = None, lock_timeout: float = 60.0
 ) -> int:
-    """Replace the zones table with the lookup's rows, in one transaction."""
+    """Replace the zones table with the lookup's rows (the file's columns), in one transaction."""
+    file_schema = pq.read_schema(parquet)
+    incoming = file_columns(file_schema, _PG_TYPES, "zones")
     with connection(dsn) as conn:
         with conn.cursor() as cur:
             _lock(cur, "zones")  # held to the commit: concurrent loads of the zones take turns
 
             def replace() -> int:
-                if not _check_table(cur, "zones", ZONES, partitioned=False):
-                    cur.execute(_create_sql("zones", ZONES, partitioned=False))
+                _prepare_table(cur, "zones", ZONES, None, incoming)
                 ensure_marker_table(cur, marker_table)
                 cur.execute("DELETE FROM zones")
-                copied = _copy(cur, "zones", [c.name for c in ZONES.columns], parquet, None, None)
+                copied = _copy(cur, "zones", file_schema.names, parquet, None, None)
                 _mark(cur, marker_table, update_id(ZONES, None), "zones", lake_file)
                 return copied
 

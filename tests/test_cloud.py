@@ -107,6 +107,7 @@ def test_load_month_twice_counts_once_and_reload_leaves_the_other(cloud, server,
         dataset=YELLOW,
         month=month("2020-07"),
         expected_rows=266,
+        file_schema=pq.read_schema(cloud / "yellow/2020/yellow_tripdata_2020-07.parquet"),
     )
     assert month_rows(bigquery_client, bigquery_dataset) == {"2020-07-01": 266, "2020-08-01": 266}
     assert query(bigquery_client, august) == before

@@ -9,10 +9,12 @@ from pathlib import Path
 import psycopg2
 import pyarrow.parquet as pq
 
+from luigi_tasks import postgres
 from luigi_tasks.catalog import GREEN, YELLOW, ZONES, Dataset
 from luigi_tasks.convert import read_manifest, to_canonical_parquet
 from luigi_tasks.postgres import load_month, load_zones
 from tests.conftest import DATA, month
+from tests.test_new_columns import lake_file, requests
 from tests.test_postgres import canonical, query
 
 # fork: the children start at once (no re-import), so their loads really overlap.
@@ -157,3 +159,41 @@ def test_a_load_that_waited_sees_the_partition_another_load_committed_meanwhile(
     assert outcomes(results, 1) == [rows]
     assert query(pg_dsn, "SELECT count(*) FROM yellow_tripdata") == [(rows,)]
     assert query(pg_dsn, "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%%\\_load\\_%%'") == [(0,)]
+
+
+def test_two_months_that_bring_the_same_new_column_at_once_both_load_and_add_it_once(pg_dsn, tmp_path):
+    may = lake_file(tmp_path / "may", YELLOW, "2026-05", 100, seed=1)
+    assert load_month(pg_dsn, may, dataset=YELLOW, month=month("2026-05"), marker_table="table_updates") == 100
+    june, july = (lake_file(tmp_path / at, YELLOW, at, rows, seed=rows, extra=requests(rows))
+                  for at, rows in (("2026-06", 300), ("2026-07", 200)))  # fmt: skip
+    assert load_at_once(pg_dsn, [(june, YELLOW, "2026-06"), (july, YELLOW, "2026-07")]) == [300, 200]
+    added = query(
+        pg_dsn,
+        "SELECT attname, col_description(attrelid, attnum) FROM pg_attribute"
+        " WHERE attrelid = 'yellow_tripdata'::regclass AND attname LIKE 'request%%' ORDER BY attnum",
+    )
+    assert [name for name, _ in added] == ["request_source", "request_count"]
+    assert {note for _, note in added} <= {"added by yellow 2026-06", "added by yellow 2026-07"}
+    counts = "SELECT to_char(source_month, 'YYYY-MM'), count(*), count(request_count) FROM yellow_tripdata GROUP BY 1"
+    assert sorted(query(pg_dsn, counts)) == [("2026-05", 100, 0), ("2026-06", 300, 300), ("2026-07", 200, 200)]
+
+
+def test_a_column_another_months_load_adds_during_a_copy_is_given_to_its_staging_table(pg_dsn, tmp_path, monkeypatch):
+    june = lake_file(tmp_path / "june", YELLOW, "2026-06", 300, seed=1)
+    july = lake_file(tmp_path / "july", YELLOW, "2026-07", 200, seed=2, extra=requests(200))
+    copy, started = postgres._copy_in_streams, []
+
+    def july_loads_meanwhile(*args, **kwargs) -> int:
+        if not started:  # June's staging table is made, without the column July brings: July loads now, whole
+            started.append(True)
+            assert load_month(pg_dsn, july, dataset=YELLOW, month=month("2026-07"), marker_table="table_updates") == 200
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(postgres, "_copy_in_streams", july_loads_meanwhile)
+    assert load_month(pg_dsn, june, dataset=YELLOW, month=month("2026-06"), marker_table="table_updates") == 300
+    counts = "SELECT to_char(source_month, 'YYYY-MM'), count(*), count(request_source) FROM yellow_tripdata GROUP BY 1"
+    assert sorted(query(pg_dsn, counts)) == [("2026-06", 300, 0), ("2026-07", 200, 134)]
+    assert query(pg_dsn, "SELECT update_id FROM table_updates ORDER BY 1") == [
+        ("yellow_tripdata:2026-06",),
+        ("yellow_tripdata:2026-07",),
+    ]

@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 
 import luigi
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from luigi_tasks import config
-from luigi_tasks.catalog import SERVICES, ZONES, Dataset, service
+from luigi_tasks.catalog import SERVICES, ZONES, Dataset, parse_month, service
 from luigi_tasks.lake import LakeEntry
 from luigi_tasks.lazy import lazy_module
 from luigi_tasks.parameters import ChoiceParameter
@@ -59,13 +61,19 @@ class _LoadToBigQuery(ReloadableTask):
     def output(self) -> BigQueryMonthTarget:
         return BigQueryMonthTarget(self.dataset, self.month, self.input()[0])
 
+    def file_schema(self) -> pa.Schema:
+        """The lake file's columns, read from its footer: the GCS object has the same bytes (UploadToGCS checks)."""
+        source = self.input()[0]
+        with source.lake.open_input(source.key) as file:
+            return pq.read_schema(file)
+
     @unless_done
     def run(self) -> None:
         settings = config.gcp()
         bq = bigquery.client(settings)
         uri = gcs_object(getattr(self, "service", None), self.month)[1]
         if self.month is None:
-            self.rows = bigquery.load_zones(bq, uri, bq_dataset=settings.dataset)
+            self.rows = bigquery.load_zones(bq, uri, bq_dataset=settings.dataset, file_schema=self.file_schema())
         else:
             self.rows = bigquery.load_month(
                 bq,
@@ -74,6 +82,7 @@ class _LoadToBigQuery(ReloadableTask):
                 dataset=self.dataset,
                 month=self.month,
                 expected_rows=self.input()[0].entry().manifest.rows_out,
+                file_schema=self.file_schema(),
             )
         log.info("%s: %s rows loaded into BigQuery", self.label, f"{self.rows:,}")
 
@@ -89,8 +98,10 @@ class LoadZonesToBigQuery(ZonesTask, _LoadToBigQuery):
 class BigQueryExternalTable(PipelineTask):
     """Creates {dataset}.{service}_tripdata_external over every month of the service on GCS.
 
-    The schema is the catalogue's, never autodetected, so months whose headers differed read as one.
-    Only real BigQuery serves external tables (the emulator makes an empty plain table of them).
+    The schema is the catalogue's plus the columns months of the lake added (from their manifests), never
+    autodetected, so months whose headers differed read as one; a month that adds a column makes the table
+    incomplete until a run adds it. Only real BigQuery serves external tables (the emulator makes an empty plain
+    table of them).
     """
 
     service = ChoiceParameter(choices=list(SERVICES), description="TLC service: " + ", ".join(SERVICES))
@@ -103,16 +114,24 @@ class BigQueryExternalTable(PipelineTask):
         else:
             folder = f"gs://{settings.bucket}/{object_name(self.service)}"
         uri = f"{folder}/*.parquet"
-        return bigquery.external_table(bigquery.client(settings), settings.dataset, service(self.service), uri)
+        dataset = service(self.service)
+        return bigquery.external_table(
+            bigquery.client(settings), settings.dataset, dataset, uri, _columns_added(lake, dataset)
+        )
 
     def is_complete(self) -> bool:
-        return bigquery.table_exists(bigquery.client(config.gcp()), self.definition().reference)
+        return bigquery.external_table_is_current(bigquery.client(config.gcp()), self.definition())
 
     def run(self) -> None:
         settings = config.gcp()
-        bq = bigquery.client(settings)
-        bigquery.check_dataset(bq, settings.dataset)
-        bq.create_table(self.definition(), exists_ok=True)
+        bigquery.create_external_table(bigquery.client(settings), settings.dataset, self.definition())
+
+
+def _columns_added(lake, dataset: Dataset) -> dict[dt.date, dict[str, str]]:
+    """The columns each month of the service in the lake added (its manifest's columns_added): one listing."""
+    keys = [key for key in lake.list(dataset.name) if key.endswith(".parquet") and "/_" not in key]
+    entries = lake.entries({key: key for key in keys}).values()
+    return {parse_month(entry.manifest.month): entry.manifest.columns_added for entry in entries}
 
 
 class BigQuerySink:
