@@ -74,7 +74,7 @@ class _Download(PipelineTask):
         started = time.monotonic()
         target = self.output()
         with target.lake.publish(target.key) as dest:
-            size = download(
+            version = download(
                 self.url,
                 dest,
                 label=self.label,
@@ -84,6 +84,7 @@ class _Download(PipelineTask):
                 timeout=tlc.timeout,
                 progress=self.progress_reporter(),
             )
+        size = version.size or 0
         shown = f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size:,} bytes"
         took = time.monotonic() - started
         log.info("%s: downloaded %s from %s in %.1f s", self.label, shown, redact_url(self.url), took)
