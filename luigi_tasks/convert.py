@@ -41,7 +41,7 @@ from luigi_tasks.catalog import (
     packed_scalar,
     plan_columns,
 )
-from luigi_tasks.download import GZIP_TWICE, is_gzip, payload_kind, redact_url
+from luigi_tasks.download import GZIP_TWICE, SourceVersion, is_gzip, payload_kind, redact_url
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.files import atomic_path, sha256_of
 from luigi_tasks.parquet_stream import open_parquet
@@ -101,6 +101,9 @@ class Manifest:
     quality: Quality | None = None  # absent from manifests written before quality was checked
     # Integer codes that the source wrote as NaN (a float's "unknown"), kept as NULL: column -> values.
     nan_codes_as_null: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The source's ETag, Last-Modified and size when it was downloaded (absent from manifests written before they
+    # were recorded): what a refresh compares with the source's answer now.
+    source_version: SourceVersion | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -112,6 +115,8 @@ class Manifest:
             fields[key] = tuple(fields[key])
         if fields.get("quality") is not None:
             fields["quality"] = Quality.from_dict(fields["quality"])
+        if fields.get("source_version") is not None:
+            fields["source_version"] = SourceVersion(**fields["source_version"])
         return cls(**fields)
 
 
@@ -133,12 +138,15 @@ def to_canonical_parquet(
     dataset: Dataset,
     month: dt.date | None,
     source_url: str,
+    source_version: SourceVersion | None = None,
     row_group_rows: int = 131_072,
     unknown_columns: str = "error",
     progress: RowProgress | None = None,
     quality: QualityCounter | None = None,
 ) -> Manifest:
     """Convert `raw` into `dest` with the dataset's canonical schema; returns the manifest.
+
+    `source_url` and `source_version` (the validators the download recorded) say where `raw` came from.
 
     `dest` appears only when complete. Rows whose pickup lies outside `month` are kept and counted.
     `quality` counts the rows failing each check; a check over its fail level is a DataError (nothing is written).
@@ -173,6 +181,7 @@ def to_canonical_parquet(
                 dataset=dataset.name,
                 month=f"{month:%Y-%m}" if month else None,
                 source_url=redact_url(source_url),
+                source_version=source_version,
                 source_bytes=raw.stat().st_size,
                 source_sha256=source_sha256.result(),
                 rows_in=source.rows_read,

@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 from luigi_tasks import config
 from luigi_tasks.catalog import Dataset, plan_columns
 from luigi_tasks.convert import to_canonical_parquet
-from luigi_tasks.download import download, payload_kind, redact_url
+from luigi_tasks.download import SourceVersion, download, payload_kind, redact_url
 from luigi_tasks.errors import DataError
 from luigi_tasks.files import fingerprints_of
-from luigi_tasks.lake import Lake, LakeEntry, canonical_key, entry_key, raw_key, refused_key
+from luigi_tasks.lake import Lake, LakeEntry, canonical_key, entry_key, raw_key, refused_key, source_key
 from luigi_tasks.quality import QualityCounter
 from luigi_tasks.tasks.base import MonthTask, PipelineTask, ReloadableTask, ZonesTask, log, unless_done
 
@@ -52,7 +52,8 @@ class CanonicalTarget(LakeFileTarget):
 
 
 class _Download(PipelineTask):
-    """Body of DownloadTripData and DownloadZones: stream the URL into the lake's raw/ folder."""
+    """Body of DownloadTripData and DownloadZones: stream the URL into the lake's raw/ folder, and the source's
+    validators of the file (ETag, Last-Modified, size) beside it, for the manifest."""
 
     dataset: Dataset
     month: dt.date | None
@@ -73,6 +74,7 @@ class _Download(PipelineTask):
         self.set_status_message(f"downloading {redact_url(self.url)}")
         started = time.monotonic()
         target = self.output()
+        target.lake.delete(source_key(target.key))  # a raw file downloaded again: the old one's validators go first
         with target.lake.publish(target.key) as dest:
             version = download(
                 self.url,
@@ -84,6 +86,7 @@ class _Download(PipelineTask):
                 timeout=tlc.timeout,
                 progress=self.progress_reporter(),
             )
+        target.lake.write_bytes(source_key(target.key), version.to_json())
         size = version.size or 0
         shown = f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size:,} bytes"
         took = time.monotonic() - started
@@ -120,6 +123,7 @@ def _moved_aside_if_refused(lake: Lake, raw_key: str) -> Iterator[None]:
     except DataError as refused:
         kept = refused_key(raw_key, dt.datetime.now(dt.timezone.utc))
         lake.move(raw_key, kept)
+        lake.delete(source_key(raw_key))
         raise DataError(
             f"{refused}; the raw file is moved to {lake.uri(kept)} and the next run downloads it again"
         ) from None
@@ -147,6 +151,8 @@ class _Convert(ReloadableTask):
         lake = target.lake
         lake.delete(entry_key(target.key))  # the month is not done while its file is being replaced
         refused = _moved_aside_if_refused(lake, raw.key)
+        # Validators are absent when the raw file came before they were recorded (or a run died between the two).
+        version = SourceVersion.from_json(lake.read_bytes(source_key(raw.key)))
         with refused, lake.local_copy(raw.key) as raw_file, lake.publish(target.key) as dest:
             manifest = to_canonical_parquet(
                 raw_file,
@@ -154,6 +160,7 @@ class _Convert(ReloadableTask):
                 dataset=self.dataset,
                 month=self.month,
                 source_url=self.download().url,
+                source_version=version,
                 row_group_rows=config.lake().row_group_rows,
                 unknown_columns=config.tlc().unknown_columns,
                 progress=self.progress_reporter(unit="rows", scale=1),
@@ -175,6 +182,7 @@ class _Convert(ReloadableTask):
             log.warning("%s: quality: %s", self.label, warning)
         if not config.lake().keep_raw:
             lake.delete(raw.key)
+            lake.delete(source_key(raw.key))
 
 
 class ToParquet(MonthTask, _Convert):
