@@ -6,8 +6,10 @@
 Asked of the lake's manifests and of each sink's bulk checks only (one listing or query per sink and service,
 as a backfill asks), never of a data file nor of any machine's run history. A month is `done` in a sink that
 holds it from the lake's current file, `out of date` in one that holds it from an earlier file (the lake's month
-was redone since), `missing` where it is not. Quality warnings are the ones recorded when the month was converted,
-and the change of its row count from the previous month, judged by [quality] row_change_warn and _fail.
+was redone since), `missing` where it is not, and `not published yet` everywhere when the lake lacks one of the
+newest months and the source has not published it yet (source.py: the only question asked of the source, and
+only for a range reaching into the newest months). Quality warnings are the ones recorded when the month was
+converted, and the change of its row count from the previous month, judged by [quality] row_change_warn and _fail.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from luigi_tasks.catalog import ZONES, Dataset, service
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.parameters import named_as
 from luigi_tasks.quality import Finding, Limits, row_change
+from luigi_tasks.summary import NOT_PUBLISHED_YET
 from luigi_tasks.tasks.backfill import ServicesParameter, months_between
-from luigi_tasks.tasks.base import MonthParameter
+from luigi_tasks.tasks.base import MonthParameter, month_or_latest
 from luigi_tasks.tasks.ingest import SinksParameter
+from luigi_tasks.tasks.lake import not_published_yet
 from luigi_tasks.tasks.sinks import SINKS, done_by_sink
 
-DONE, OUT_OF_DATE, MISSING = "done", "out of date", "missing"
-STATES = (DONE, OUT_OF_DATE, MISSING)
+DONE, OUT_OF_DATE, MISSING, NOT_YET = "done", "out of date", "missing", NOT_PUBLISHED_YET
+STATES = (DONE, OUT_OF_DATE, MISSING, NOT_YET)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +87,9 @@ def collect(services: tuple[str, ...], start: dt.date, stop: dt.date, sinks: tup
         # The month before the range is asked too: the first month's row change needs its count.
         asked = ([before] if before >= first else []) + months
         entries, found = states(dataset, asked, sinks)
+        for month in not_published_yet(dataset, [m for m in months if m not in entries]):
+            for sink in sinks:
+                found[sink][month] = NOT_YET
         for month in months:
             entry = entries.get(month)
             findings = list(entry.manifest.quality.findings) if entry and entry.manifest.quality else []
@@ -130,7 +137,7 @@ def tally(status: Status, name: str) -> str:
     return f"{len(months)} months; " + "; ".join(counts) + f"; {warned} with quality warnings"
 
 
-_COLOURS = {DONE: "#2e7d32", OUT_OF_DATE: "#f9a825", MISSING: "#c62828"}
+_COLOURS = {DONE: "#2e7d32", OUT_OF_DATE: "#f9a825", MISSING: "#c62828", NOT_YET: "#757575"}
 _LEVEL_COLOURS = {"warn": "#f9a825", "fail": "#c62828"}
 _STYLE = """
 body { font: 14px system-ui, sans-serif; margin: 24px; color: #222; }
@@ -213,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         services = named_as(ServicesParameter(), "--services").parse(args.services)
-        start, stop = (named_as(MonthParameter(), f"--{o}").parse(getattr(args, o)) for o in ("start", "stop"))
+        start, stop = (month_or_latest(named_as(MonthParameter(), f"--{o}").parse(getattr(args, o)), services)
+                       for o in ("start", "stop"))  # fmt: skip
         if stop < start:
             raise DataError(f"status: --stop {stop:%Y-%m} is before --start {start:%Y-%m}")
         sinks = named_as(SinksParameter(), "--sinks").parse(args.sinks)

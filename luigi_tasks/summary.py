@@ -36,8 +36,6 @@ def arm() -> None:
 
 def note(task: luigi.Task, kind: str, error: str | None = None) -> None:
     """Record one event of a task: scheduled, present (done before), done or failed."""
-    if _spool is None:
-        return
     month = getattr(task, "month", None)
     event = {
         "kind": kind,
@@ -50,6 +48,21 @@ def note(task: luigi.Task, kind: str, error: str | None = None) -> None:
         "error": error,
         "quality": list(getattr(task, "quality_warnings", ())),
     }
+    _write(event)
+
+
+NOT_PUBLISHED_YET = "not published yet"
+
+
+def note_month(service: str, month: dt.date, kind: str, text: str | None = None) -> None:
+    """Record what a month is in this run without a task of its own: NOT_PUBLISHED_YET."""
+    _write({"kind": kind, "task_id": f"{service} {month:%Y-%m}", "family": "-", "service": service,
+            "month": f"{month:%Y-%m}", "rows": None, "sinks": [], "error": text, "quality": []})  # fmt: skip
+
+
+def _write(event: dict) -> None:
+    if _spool is None:
+        return
     # One short write per line in append mode: lines from several processes do not interleave.
     with _spool.open("a", encoding="utf-8") as spool:
         spool.write(json.dumps(event) + "\n")
@@ -84,10 +97,13 @@ class MonthRun:
     rows: dict[str, int] = field(default_factory=dict)  # sink -> rows written in this run
     done_before: set[str] = field(default_factory=set)  # sinks that already had the month
     quality: list[str] = field(default_factory=list)  # quality warnings of the month converted in this run
+    not_published: bool = False  # the source has not published the month yet: nothing to do, not a failure
 
     def add(self, event: dict) -> None:
         task_id, kind = event["task_id"], event["kind"]
-        if kind == "scheduled":
+        if kind == NOT_PUBLISHED_YET:
+            self.not_published = True
+        elif kind == "scheduled":
             self.scheduled.add(task_id)
         elif kind == "present":
             self.present.add(task_id)
@@ -108,11 +124,15 @@ class MonthRun:
         if self.failed:
             return "FAILED"
         pending = self.scheduled - self.present - set(self.done)
+        if self.not_published and not self.done and not pending:
+            return NOT_PUBLISHED_YET
         if not pending:
             return "done" if self.done else "done before"
         return "partly run" if self.done else "not run"
 
     def rows_text(self) -> str:
+        if self.result == NOT_PUBLISHED_YET:
+            return "-"
         rows = dict(self.rows)
         before = tuple(s for s in self.done_before if s not in rows)
         if before and self.month:

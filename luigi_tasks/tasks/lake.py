@@ -15,7 +15,7 @@ import luigi
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from luigi_tasks import config
+from luigi_tasks import config, source
 from luigi_tasks.catalog import Dataset, plan_columns
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.download import SourceVersion, download, payload_kind, redact_url
@@ -262,3 +262,11 @@ class LakeSink:
 def lake_entries(dataset: Dataset, months: list[dt.date | None]) -> dict[dt.date | None, LakeEntry]:
     """The complete canonical files of these months (None: the zone lookup): one listing, manifests only."""
     return config.lake().open().entries({canonical_key(dataset, month): month for month in months})
+
+
+def not_published_yet(dataset: Dataset, months: list[dt.date]) -> list[dt.date]:
+    """Those of `months` that the source has not published yet (source.not_published_yet) and the lake never had:
+    a month whose Parquet is in the lake was served before, and missing it now is a failure."""
+    lake, ahead = config.lake().open(), source.window()
+    recent = [m for m in months if ahead[-1] <= m <= ahead[0] and not lake.exists(canonical_key(dataset, m))]
+    return source.not_published_yet(dataset, recent)
