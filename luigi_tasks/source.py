@@ -2,8 +2,8 @@
 
 A month's file is asked about with one HEAD (download.probe), many at once with at most PROBES_AT_ONCE in
 flight, retried like a download. An answer stands for ANSWERS_KEPT_SECONDS under the `[tlc]` settings it was
-asked with, so one run asks about each file once: `latest` and "is this month out yet?" both come from one look
-back from the current month, at most `[tlc] publication_lag_months` months.
+asked with, so one run asks about each file once: `latest`, "is this month out yet?" (both from one look back
+from the current month, at most `[tlc] publication_lag_months` months) and a refresh share the answers.
 
 A month is *not published yet* when it lies in that window (the current month and the months back to it) and the
 source has no month of its service from it to the current month: the newest months of a range wait for the
@@ -28,6 +28,11 @@ def month_urls(name: str, months: list[dt.date]) -> dict[tuple[str, dt.date], st
     """Where each month's file of a service is, as [tlc] says (source, csv_url, parquet_url)."""
     settings = config.tlc()
     return {(name, month): settings.url_for(name, f"{month:%Y}", f"{month:%m}") for month in months}
+
+
+def ask(dataset: Dataset, months: list[dt.date]) -> dict[dt.date, Answer]:
+    """What the source says now about each month's file: its validators, or NotPublished."""
+    return {month: answer for (_, month), answer in _ask(month_urls(dataset.name, months)).items()}
 
 
 def window() -> list[dt.date]:

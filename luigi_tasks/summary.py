@@ -52,10 +52,12 @@ def note(task: luigi.Task, kind: str, error: str | None = None) -> None:
 
 
 NOT_PUBLISHED_YET = "not published yet"
+CHANGED_AT_SOURCE = "changed at the source"
 
 
 def note_month(service: str, month: dt.date, kind: str, text: str | None = None) -> None:
-    """Record what a month is in this run without a task of its own: NOT_PUBLISHED_YET."""
+    """Record what a month is in this run without a task of its own: NOT_PUBLISHED_YET, or CHANGED_AT_SOURCE (`text`
+    says how) and therefore done again."""
     _write({"kind": kind, "task_id": f"{service} {month:%Y-%m}", "family": "-", "service": service,
             "month": f"{month:%Y-%m}", "rows": None, "sinks": [], "error": text, "quality": []})  # fmt: skip
 
@@ -98,11 +100,14 @@ class MonthRun:
     done_before: set[str] = field(default_factory=set)  # sinks that already had the month
     quality: list[str] = field(default_factory=list)  # quality warnings of the month converted in this run
     not_published: bool = False  # the source has not published the month yet: nothing to do, not a failure
+    changes: dict[str, None] = field(default_factory=dict)  # how the source's file changed since it was fetched
 
     def add(self, event: dict) -> None:
         task_id, kind = event["task_id"], event["kind"]
         if kind == NOT_PUBLISHED_YET:
             self.not_published = True
+        elif kind == CHANGED_AT_SOURCE:
+            self.changes[event["error"]] = None
         elif kind == "scheduled":
             self.scheduled.add(task_id)
         elif kind == "present":
@@ -167,6 +172,7 @@ def table(runs: list[MonthRun]) -> str:
     for run, values in zip(shown, cells, strict=True):
         text.append(line(values))
         text += [f"    failed: {cause}" for cause in run.failed.values()]
+        text += [f"    {CHANGED_AT_SOURCE}: {change}" for change in run.changes]
         text += [f"    quality: {warning}" for warning in run.quality]
     results = Counter(r.result for r in shown if r.month)
     if results:

@@ -19,7 +19,7 @@ from luigi_tasks import config, source
 from luigi_tasks.catalog import Dataset, plan_columns
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.download import SourceVersion, download, payload_kind, redact_url
-from luigi_tasks.errors import DataError
+from luigi_tasks.errors import DataError, NotPublished
 from luigi_tasks.files import fingerprints_of
 from luigi_tasks.lake import Lake, LakeEntry, canonical_key, entry_key, raw_key, refused_key, source_key
 from luigi_tasks.quality import QualityCounter
@@ -262,6 +262,49 @@ class LakeSink:
 def lake_entries(dataset: Dataset, months: list[dt.date | None]) -> dict[dt.date | None, LakeEntry]:
     """The complete canonical files of these months (None: the zone lookup): one listing, manifests only."""
     return config.lake().open().entries({canonical_key(dataset, month): month for month in months})
+
+
+def refresh_months(
+    dataset: Dataset, months: list[dt.date], *, redo: bool
+) -> tuple[dict[dt.date, str], dict[dt.date, str]]:
+    """Ask the source about every month of `months` the lake holds (all at once): the months whose file changed
+    since it was fetched (month -> what changed), each made to be done again (`redo_in_lake`) unless `redo` is
+    False, and the months the source no longer has (month -> its answer), which are left as they are.
+
+    The rule (download.SourceVersion.change_from): the ETags decide, else Last-Modified and the size; a month
+    converted before validators were recorded has changed only if the source's size differs from its download's.
+    """
+    entries = lake_entries(dataset, months)
+    answers = source.ask(dataset, sorted(month for month in entries if month is not None))
+    changed, gone = {}, {}
+    for month, answer in answers.items():
+        if isinstance(answer, NotPublished):
+            gone[month] = str(answer)
+            continue
+        manifest = entries[month].manifest
+        change = answer.change_from(manifest.source_version, manifest.source_bytes)
+        if change is None:
+            continue
+        changed[month] = change
+        if redo:
+            redo_in_lake(dataset, month)
+            log.info("%s %s: changed at the source (%s): it is done again, and every sink reloads it", dataset.name,
+                     f"{month:%Y-%m}", change)  # fmt: skip
+    return changed, gone
+
+
+def redo_in_lake(dataset: Dataset, month: dt.date) -> None:
+    """Make a month be done again in the lake: its raw file (the old one) and validators go, then its manifest.
+
+    Without the manifest the month is done neither in the lake nor in any sink (each compares its copy with the
+    lake's file), so the next run downloads it, converts it, and every sink reloads it once. The old Parquet stays
+    readable until the new one replaces it.
+    """
+    lake = config.lake().open()
+    for kind in ("csv.gz", "csv", "parquet"):
+        lake.delete(raw_key(dataset, month, kind))
+        lake.delete(source_key(raw_key(dataset, month, kind)))
+    lake.delete(entry_key(canonical_key(dataset, month)))
 
 
 def not_published_yet(dataset: Dataset, months: list[dt.date]) -> list[dt.date]:
