@@ -34,6 +34,7 @@ from tests.conftest import (
     serve_zones,
     write_config,
 )
+from tests.postgres_cluster import free_port
 from tests.test_secret_spellings import webhook  # noqa: F401 - the fixture
 from tests.test_summary import row, summary_of
 
@@ -354,3 +355,22 @@ def test_status_shows_months_not_published_yet_and_asked_to_check_the_source_tho
         (f"{back(0):%Y-%m}", "not published yet", None),
     ]
     assert sum(server.sent.values()) == 3  # two months and the zone lookup, by the backfill; status downloads nothing
+
+
+def test_latest_with_the_source_unreachable_is_one_line_before_anything_runs(tmp_path):
+    port = free_port()  # nothing listens there
+    settings = {
+        ("tlc", "source"): "csv",
+        ("tlc", "csv_url"): f"http://127.0.0.1:{port}/{{service}}/{{year}}-{{month}}.csv.gz?sig=s3cr3t",
+        ("tlc", "retries"): "0",
+        ("lake", "root"): str(tmp_path / "lake"),
+    }
+    done = luigi_command(["yellow", "2026-01", "latest"], write_config(tmp_path / "luigi.cfg", settings), BACKFILL)
+    assert done.returncode == 40, done.stderr  # [retcode] unhandled_exception: nothing was scheduled
+    [error] = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert error.endswith(
+        f"yellow {back(0):%Y-%m}: asking about http://127.0.0.1:{port}/yellow/{back(0):%Y-%m}.csv.gz failed:"
+        f" connection refused by 127.0.0.1:{port}; gave up after 1 attempts"
+    )
+    assert "s3cr3t" not in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "lake").exists()
