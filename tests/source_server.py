@@ -15,6 +15,7 @@ import hashlib
 import ipaddress
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,6 +76,7 @@ class SourceServer:
         self.heads: collections.Counter[str] = collections.Counter()
         self.sent: collections.Counter[str] = collections.Counter()  # files sent whole: downloads
         self.missing_status = 404  # 403: a missing file is answered as CloudFront does, with S3's AccessDenied
+        self.delay = 0.0  # seconds before each answer: a distant server
         self.stopping = threading.Event()
         server = self
 
@@ -83,6 +85,7 @@ class SourceServer:
 
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 server.requests[self.path] += 1
+                time.sleep(server.delay)
                 seen = server.requests[self.path]
                 route = server.routes.get(self.path)
                 if route is None:
@@ -113,6 +116,7 @@ class SourceServer:
 
             def do_HEAD(self) -> None:  # noqa: N802 - the http.server API
                 server.heads[self.path] += 1
+                time.sleep(server.delay)
                 route = server.routes.get(self.path)
                 if route is None:
                     self._missing(body_allowed=False)
