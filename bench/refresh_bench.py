@@ -119,6 +119,7 @@ def main() -> None:
     from tests.source_server import SourceServer
 
     stamp = run_stamp()
+    load_before = os.getloadavg()[0]
     stop = months_back(2)
     server = SourceServer().start()
     server.missing_status = 403  # the newer months: not published yet, as CloudFront answers
@@ -146,7 +147,9 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
     print(text)
     if args.write_docs:
-        env_lines = "\n".join(f"- {key}: {value}" for key, value in {**stamp, **machine(maxrss_mb())}.items())
+        load = {"load average (1 min) before and after, on a machine others share": f"{load_before:.1f}, "
+                f"{os.getloadavg()[0]:.1f}"}  # fmt: skip
+        env_lines = "\n".join(f"- {k}: {v}" for k, v in {**stamp, **machine(maxrss_mb()), **load}.items())
         DOCS_PATH.write_text(
             "# Benchmark: a refresh that finds nothing changed, over the whole history\n\n"
             f"{text}\n\n### How to reproduce\n\n```\npython bench/refresh_bench.py --repeat {args.repeat} --latency "
