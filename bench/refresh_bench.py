@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import machine, maxrss_mb, run_stamp, verdict  # noqa: E402
+from common import machine, maxrss_mb, run_stamp, spread, verdict  # noqa: E402
 
 DOCS_PATH = REPO / "docs" / "refresh-benchmark.md"
 ROWS_PER_MONTH = 10
@@ -171,9 +171,8 @@ def report(runs: dict[str, list[dict]], months: int, stop: dt.date, args: argpar
     for mode, results in runs.items():
         name = {"refresh": "`--refresh`", "no refresh": "without `--refresh`",
                 "refresh, distant server": f"`--refresh`, {args.latency * 1000:.0f} ms per answer"}[mode]  # fmt: skip
-        walls = [r["seconds"] for r in results]
         lines.append(
-            f"| {name} | {statistics.median(walls):.2f} | {min(walls):.2f}-{max(walls):.2f} "
+            f"| {name} | {spread([r['seconds'] for r in results])} "
             f"| {statistics.median(r['process_seconds'] for r in results):.2f} "
             f"| {max(r['heads'] for r in results)} | {max(r['sent'] for r in results)} |"
         )

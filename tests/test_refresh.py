@@ -292,14 +292,21 @@ def test_not_published_yet_holds_under_source_auto_and_the_tlcs_403(lake, server
         )
 
 
-def test_a_dry_run_shows_what_changed_at_the_source_and_what_is_not_published_yet(lake, server, tmp_path, capsys):
+def loaded_then_republished(server, tmp_path) -> tuple[str, str]:
+    """Yellow's months 3 and 2 before the current one in the lake, then the older republished with 40 rows instead
+    of 30, the newer months not out yet (CloudFront's 403): the ETag of the republished month before and after."""
     server.missing_status = 403
     publish(server, tmp_path, "yellow", back(3), 30)
     publish(server, tmp_path, "yellow", back(2), 30)
     assert fresh(Backfill(services="yellow", start=back(3), stop=back(2)))[1] == {}
-    old = server.routes[month_path(CSV_PATH, "yellow", f"{back(3):%Y-%m}")].etag
+    path = month_path(CSV_PATH, "yellow", f"{back(3):%Y-%m}")
+    old = server.routes[path].etag
     publish(server, tmp_path, "yellow", back(3), 40, seed=3)
-    new = server.routes[month_path(CSV_PATH, "yellow", f"{back(3):%Y-%m}")].etag
+    return old, server.routes[path].etag
+
+
+def test_a_dry_run_shows_what_changed_at_the_source_and_what_is_not_published_yet(lake, server, tmp_path, capsys):
+    old, new = loaded_then_republished(server, tmp_path)
     before = {p: p.read_bytes() for p in lake.rglob("*") if p.is_file()}
     capsys.readouterr()
     plan = Backfill(services="yellow", start=back(3), stop=back(0), refresh=True, dry_run=True)
@@ -316,13 +323,7 @@ def test_a_dry_run_shows_what_changed_at_the_source_and_what_is_not_published_ye
 
 
 def test_status_shows_months_not_published_yet_and_asked_to_check_the_source_those_changed(lake, server, tmp_path):
-    server.missing_status = 403
-    publish(server, tmp_path, "yellow", back(3), 30)
-    publish(server, tmp_path, "yellow", back(2), 30)
-    assert fresh(Backfill(services="yellow", start=back(3), stop=back(2)))[1] == {}
-    old = server.routes[month_path(CSV_PATH, "yellow", f"{back(3):%Y-%m}")].etag
-    publish(server, tmp_path, "yellow", back(3), 40, seed=3)
-    new = server.routes[month_path(CSV_PATH, "yellow", f"{back(3):%Y-%m}")].etag
+    old, new = loaded_then_republished(server, tmp_path)
     cfg = write_config(tmp_path / "luigi.cfg", pipeline_settings(server, lake))
     args = ["yellow", f"{back(3):%Y-%m}", f"{back(0):%Y-%m}", "--sinks", "lake,duckdb"]
 
