@@ -103,6 +103,7 @@ class Backfill(PipelineTask, luigi.WrapperTask):
     refresh = luigi.BoolParameter(
         default=False,
         significant=False,
+        visibility=luigi.parameter.ParameterVisibility.HIDDEN,  # a way to run, not part of what the task is
         description="Ask the source about every month the lake holds (one HEAD each) and do again those whose file "
         "changed since it was fetched: download, conversion, every sink",
     )

@@ -48,6 +48,7 @@ class IngestMonth(MonthTask, luigi.WrapperTask):
     refresh = luigi.BoolParameter(
         default=False,
         significant=False,
+        visibility=luigi.parameter.ParameterVisibility.HIDDEN,  # a way to run, like reload
         description="Ask the source whether the month's file changed since it was fetched; if so, do it again "
         "(download, conversion, every sink)",
     )
