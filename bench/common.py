@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,11 @@ def warm_page_cache(path: Path) -> None:
 
 
 # --- the report ----------------------------------------------------------------------------------------------------
+
+
+def spread(seconds: list[float]) -> str:
+    """Two table cells of some timings: their median, and their range (min-max), in seconds."""
+    return f"{statistics.median(seconds):.2f} | {min(seconds):.2f}-{max(seconds):.2f}"
 
 
 def verdict(ok: bool) -> str:

@@ -30,6 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from common import spread  # noqa: E402
+
 from luigi_tasks.catalog import SERVICES, next_month  # noqa: E402
 from tests.postgres_cluster import PostgresCluster  # noqa: E402
 
@@ -184,10 +186,9 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, stop: dt.da
         "|---|---|---|---|---|",
     ]
     for mode, runs in results.items():
-        walls = [r["seconds"] for r in runs]
         lines.append(
             f"| {'Backfill (bulk checks)' if mode == 'backfill' else 'IngestMonth per task (luigi complete())'} "
-            f"| {statistics.median(walls):.2f} | {min(walls):.2f}-{max(walls):.2f} "
+            f"| {spread([r['seconds'] for r in runs])} "
             f"| {max(r['statements'] for r in runs)} | {max(r['listings'] for r in runs)} |"
         )
     ours = statistics.median(r["seconds"] for r in results["backfill"])

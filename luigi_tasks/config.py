@@ -119,7 +119,10 @@ class tlc(_Section):  # noqa: N801 - the class name is the config section's name
         default=60.0, description="Seconds to wait for a connection or for the next bytes of a download"
     )
     publication_lag_months = luigi.IntParameter(
-        default=2, description="Months between a month's end and its files on the TLC site (for --stop latest)"
+        default=3,
+        description="The most months before the current one that a month may still be on its way to the source: "
+        "`latest` looks back this far for the newest month the source has, and a month in that window that the "
+        "source lacks at the end of a range is 'not published yet', not a failure",
     )
     new_columns = ChoiceParameter(
         choices=list(catalog.NEW_COLUMN_POLICIES),
@@ -141,6 +144,8 @@ class tlc(_Section):  # noqa: N801 - the class name is the config section's name
         check_setting(self.retries >= 0, "[tlc] retries", self.retries, "0 or more retries")
         check_setting(self.retry_backoff >= 0, "[tlc] retry_backoff", self.retry_backoff, "0 or more seconds")
         check_setting(self.timeout > 0, "[tlc] timeout", self.timeout, "more than 0 seconds")
+        months = self.publication_lag_months
+        check_setting(0 <= months <= 24, "[tlc] publication_lag_months", months, "0 to 24 months")
 
     @property
     def column_policy(self) -> str:

@@ -43,7 +43,7 @@ from luigi_tasks.catalog import (
     plan_columns,
 )
 from luigi_tasks.derive import NullCounts, derived, has_spellings, mapped, needs_map
-from luigi_tasks.download import GZIP_TWICE, is_gzip, payload_kind, redact_url
+from luigi_tasks.download import GZIP_TWICE, SourceVersion, is_gzip, payload_kind, redact_url
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.files import atomic_path, sha256_of
 from luigi_tasks.parquet_stream import open_parquet
@@ -109,6 +109,9 @@ class Manifest:
     zones_not_found: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     # Columns the catalogue does not know, kept after the canonical ones: name -> Arrow type.
     columns_added: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The source's ETag, Last-Modified and size when it was downloaded (absent from manifests written before they
+    # were recorded): what a refresh compares with the source's answer now.
+    source_version: SourceVersion | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -139,6 +142,8 @@ class Manifest:
             fields[key] = tuple(fields[key])
         if fields.get("quality") is not None:
             fields["quality"] = Quality.from_dict(fields["quality"])
+        if fields.get("source_version") is not None:
+            fields["source_version"] = SourceVersion(**fields["source_version"])
         return cls(**fields)
 
 
@@ -160,12 +165,15 @@ def to_canonical_parquet(
     dataset: Dataset,
     month: dt.date | None,
     source_url: str,
+    source_version: SourceVersion | None = None,
     row_group_rows: int = 131_072,
     new_columns: str = "refuse",
     progress: RowProgress | None = None,
     quality: QualityCounter | None = None,
 ) -> Manifest:
     """Convert `raw` into `dest` with the dataset's canonical schema; returns the manifest.
+
+    `source_url` and `source_version` (the validators the download recorded) say where `raw` came from.
 
     `dest` appears only when complete. Rows whose pickup lies outside `month` are kept and counted.
     `quality` counts the rows failing each check; a check over its fail level is a DataError (nothing is written).
@@ -200,6 +208,7 @@ def to_canonical_parquet(
                 dataset=dataset.name,
                 month=f"{month:%Y-%m}" if month else None,
                 source_url=redact_url(source_url),
+                source_version=source_version,
                 source_bytes=raw.stat().st_size,
                 source_sha256=source_sha256.result(),
                 rows_in=source.rows_read,

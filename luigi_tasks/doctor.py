@@ -540,7 +540,7 @@ def check_scheduler(args: argparse.Namespace) -> list[Check]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     from luigi_tasks.tasks.backfill import ServicesParameter, months_between
-    from luigi_tasks.tasks.base import MonthParameter
+    from luigi_tasks.tasks.base import MonthParameter, month_or_latest
     from luigi_tasks.tasks.ingest import SinksParameter
     from luigi_tasks.tasks.sinks import SINKS
 
@@ -560,7 +560,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     try:
         args.services = named_as(ServicesParameter(), "SERVICES").parse(args.services)
         start, stop = (
-            named_as(MonthParameter(), name).parse(value)
+            month_or_latest(named_as(MonthParameter(), name).parse(value), args.services)
             for name, value in (("START", args.start), ("STOP", args.stop))
         )
         args.months = months_between(start, stop)

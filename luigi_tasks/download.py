@@ -1,22 +1,33 @@
-"""Streaming download of a source file, checked before it counts as done.
+"""Streaming download of a source file, checked before it counts as done, and the source's validators.
 
 The bytes go to a part file in 1 MiB chunks (memory stays flat) and become the destination only
 when the payload is whole and is what its URL promises: gzip that decompresses to its end, Parquet
 with a readable footer, CSV whose header the catalogue knows, as many bytes as Content-Length said.
 An HTML or XML error page is an error even when it comes with status 200.
+
+A download returns the file's validators (ETag, Last-Modified, size); `probe` asks for them alone with a
+HEAD, so a file republished at its URL is told from the one fetched before without downloading either.
+A file that is not there is a 404, or a 403 whose body is S3's AccessDenied (or NoSuchKey) error, as
+CloudFront answers; any other 403 is an error of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import datetime as dt
 import email.utils
+import functools
+import json
 import logging
 import re
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -188,6 +199,52 @@ def _parse_header(line: bytes) -> list[str]:
     return next(csv.reader([text]), [])
 
 
+@dataclasses.dataclass(frozen=True)
+class SourceVersion:
+    """A file's validators as the source sends them: ETag, Last-Modified and its size in bytes (as sent).
+
+    What tells a file republished at its URL from the one fetched before, without downloading either.
+    """
+
+    etag: str | None = None
+    last_modified: str | None = None
+    size: int | None = None
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str], size: int | None = None) -> SourceVersion:
+        """The validators in a response's headers; `size` when known otherwise (the bytes received)."""
+        length = headers.get("Content-Length", "")
+        return cls(headers.get("ETag"), headers.get("Last-Modified"), size if size is not None else
+                   int(length) if length.isdigit() else None)  # fmt: skip
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | None) -> SourceVersion | None:
+        """The validators recorded in `data`, or None (nothing recorded, or not a record of them)."""
+        try:
+            return cls(**json.loads(data)) if data else None
+        except (ValueError, TypeError):
+            return None
+
+    def change_from(self, recorded: SourceVersion | None, recorded_bytes: int) -> str | None:
+        """How the file the source has now differs from the one recorded ('ETag "a" -> "b"'); None if it is the same.
+
+        The ETags decide when both sides have one; else Last-Modified and the size; a file recorded without
+        validators (fetched before they were recorded) has changed only if its size differs from `recorded_bytes`.
+        """
+        if recorded is not None and recorded.etag and self.etag:
+            return None if recorded.etag == self.etag else f"ETag {recorded.etag} -> {self.etag}"
+        if recorded is not None and recorded.last_modified and self.last_modified:
+            if recorded.last_modified != self.last_modified:
+                return f"Last-Modified {recorded.last_modified} -> {self.last_modified}"
+            recorded_bytes = recorded.size if recorded.size is not None else recorded_bytes
+        if self.size is not None and self.size != recorded_bytes:
+            return f"size {recorded_bytes:,} -> {self.size:,} bytes"
+        return None
+
+
 def download(
     url: str,
     dest: Path,
@@ -198,32 +255,85 @@ def download(
     retry_backoff: float = 2.0,
     timeout: float = 60.0,
     progress: Progress | None = None,
-) -> int:
-    """Download `url` to `dest` atomically; returns the number of bytes kept.
+) -> SourceVersion:
+    """Download `url` to `dest` atomically; returns the file's validators, with the size as sent.
 
     Lost connections, timeouts, short reads, HTTP 5xx and 429 are retried with exponential backoff, or after
-    the pause the server asks for (Retry-After, up to RETRY_AFTER_CAP); a 404, a host name that does not
-    resolve and a TLS certificate that does not verify are not: another attempt cannot fix them.
+    the pause the server asks for (Retry-After, up to RETRY_AFTER_CAP); a file that is not there, a host name that
+    does not resolve and a TLS certificate that does not verify are not: another attempt cannot fix them.
     """
     kind = payload_kind(url)
-    attempt = 0
+    fetch = functools.partial(_fetch_once, url, dest, kind=kind, label=label, check_header=check_header,
+                              timeout=timeout, progress=progress)  # fmt: skip
+    return _retried(fetch, retries=retries, retry_backoff=retry_backoff)
+
+
+def probe(
+    url: str,
+    *,
+    label: str,
+    retries: int = 4,
+    retry_backoff: float = 2.0,
+    timeout: float = 60.0,
+    session: requests.Session | None = None,
+) -> SourceVersion:
+    """The validators of the file at `url` now, without its bytes: one HEAD, retried like a download.
+
+    NotPublished when it is not there. A server that refuses HEAD (405, 501) is asked with a GET whose body is
+    not read; so is a 403, whose body says whether the file is missing (S3's AccessDenied) or access is refused.
+    """
+    http = session or requests.Session()
+    ask = functools.partial(_probe_once, url, label=label, timeout=timeout, http=http)
+    try:
+        return _retried(ask, retries=retries, retry_backoff=retry_backoff)
+    finally:
+        if session is None:
+            http.close()
+
+
+PROBES_AT_ONCE = 16  # HEAD requests in flight at once when many files are asked about
+
+
+def probe_many(
+    urls: Mapping[object, tuple[str, str]], *, workers: int = PROBES_AT_ONCE, **options: float
+) -> dict[object, SourceVersion | NotPublished]:
+    """`probe` for many files at once (key -> (url, label)), at most `workers` requests in flight, each thread with
+    its own kept-alive connection. A file that is not there is its NotPublished; any other failure is raised."""
+    if not urls:
+        return {}
+    sessions: list[requests.Session] = []
+    local = threading.local()
+
+    def ask(item: tuple[object, tuple[str, str]]) -> tuple[object, SourceVersion | NotPublished]:
+        key, (url, label) = item
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+            sessions.append(local.session)
+        try:
+            return key, probe(url, label=label, session=local.session, **options)
+        except NotPublished as absent:
+            return key, absent
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(workers, len(urls))) as pool:
+            return dict(pool.map(ask, urls.items()))
+    finally:
+        for session in sessions:
+            session.close()
+
+
+def _retried(attempt: Callable[[], SourceVersion], *, retries: int, retry_backoff: float) -> SourceVersion:
+    """`attempt()` again after a transient failure (RetryableSourceError), with backoff or the pause asked for."""
+    tries = 0
     while True:
         try:
-            return _fetch_once(
-                url,
-                dest,
-                kind=kind,
-                label=label,
-                check_header=check_header,
-                timeout=timeout,
-                progress=progress,
-            )
+            return attempt()
         except RetryableSourceError as exc:
-            if attempt >= retries:
-                raise SourceError(f"{exc}; gave up after {attempt + 1} attempts") from None
-            delay = exc.retry_after if exc.retry_after is not None else retry_backoff * 2**attempt
-            attempt += 1
-            log.warning("%s; retry %d of %d in %.1f s", exc, attempt, retries, delay)
+            if tries >= retries:
+                raise SourceError(f"{exc}; gave up after {tries + 1} attempts") from None
+            delay = exc.retry_after if exc.retry_after is not None else retry_backoff * 2**tries
+            tries += 1
+            log.warning("%s; retry %d of %d in %.1f s", exc, tries, retries, delay)
             time.sleep(delay)
 
 
@@ -236,43 +346,82 @@ def _fetch_once(
     check_header: HeaderCheck | None,
     timeout: float,
     progress: Progress | None,
-) -> int:
+) -> SourceVersion:
     shown = redact_url(url)
     check = PayloadCheck(kind, label=label, url=shown, check_header=check_header)
+    with (
+        _requesting(url, label, timeout, "downloading"),
+        requests.get(url, stream=True, timeout=(timeout, timeout)) as response,
+    ):
+        _check_answer(response, label, shown)
+        expected = response.headers.get("Content-Length")
+        total = int(expected) if expected and expected.isdigit() else None
+        # Keep what the URL names: a .csv.gz or .parquet as published, even if the server says it added
+        # Content-Encoding (S3 objects often carry it), but a plain .csv decoded from it.
+        decode = kind == "csv"
+        with atomic_path(dest) as part, open(part, "wb") as out:
+            for chunk in response.raw.stream(CHUNK_BYTES, decode_content=decode):
+                check.feed(chunk)
+                _write(out, chunk, dest, label)
+                if progress:
+                    progress(response.raw.tell(), total)
+            received = response.raw.tell()  # bytes on the wire, which Content-Length counts
+            if total is not None and received != total:
+                raise RetryableSourceError(f"{label}: {shown} ended after {received:,} of {total:,} bytes")
+            out.flush()
+            check.finish(part)
+        return SourceVersion.of(response.headers, size=received)
+
+
+def _probe_once(url: str, *, label: str, timeout: float, http: requests.Session) -> SourceVersion:
+    shown = redact_url(url)
+    with _requesting(url, label, timeout, "asking about"):
+        response = http.head(url, allow_redirects=True, timeout=(timeout, timeout))
+        if response.status_code not in (403, 405, 501):
+            _check_answer(response, label, shown)
+            return SourceVersion.of(response.headers)
+        with http.get(url, stream=True, timeout=(timeout, timeout)) as response:  # the body is read only for a 403
+            _check_answer(response, label, shown)
+            return SourceVersion.of(response.headers)
+
+
+@contextlib.contextmanager
+def _requesting(url: str, label: str, timeout: float, doing: str) -> Iterator[None]:
+    """The failures of a request as our errors: one line naming the host and the cause, never the URL's secrets;
+    RetryableSourceError for those another attempt may fix."""
+    shown = redact_url(url)
     try:
-        with requests.get(url, stream=True, timeout=(timeout, timeout)) as response:
-            if response.status_code in (403, 404):
-                # S3 and CloudFront answer 403 for a key that does not exist.
-                raise NotPublished(f"{label} is not published at {shown} (HTTP {response.status_code})")
-            if response.status_code >= 500 or response.status_code == 429:
-                raise _busy(response, f"{label}: {shown} answered HTTP {response.status_code}")
-            if response.status_code != 200:
-                raise SourceError(f"{label}: {shown} answered HTTP {response.status_code}")
-            expected = response.headers.get("Content-Length")
-            total = int(expected) if expected and expected.isdigit() else None
-            # Keep what the URL names: a .csv.gz or .parquet as published, even if the server says it added
-            # Content-Encoding (S3 objects often carry it), but a plain .csv decoded from it.
-            decode = kind == "csv"
-            with atomic_path(dest) as part, open(part, "wb") as out:
-                for chunk in response.raw.stream(CHUNK_BYTES, decode_content=decode):
-                    check.feed(chunk)
-                    _write(out, chunk, dest, label)
-                    if progress:
-                        progress(response.raw.tell(), total)
-                received = response.raw.tell()  # bytes on the wire, which Content-Length counts
-                if total is not None and received != total:
-                    raise RetryableSourceError(f"{label}: {shown} ended after {received:,} of {total:,} bytes")
-                out.flush()
-                check.finish(part)
+        yield
     except urllib3.exceptions.DecodeError:
         raise SourceError(f"{label}: {shown} sent a body that does not decode as its Content-Encoding says") from None
     except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
         problem, transient = _connection_problem(exc, url, timeout)
         error = RetryableSourceError if transient else SourceError
-        raise error(f"{label}: downloading {shown} failed: {problem}") from None
+        raise error(f"{label}: {doing} {shown} failed: {problem}") from None
     except requests.RequestException as exc:
-        raise SourceError(f"{label}: downloading {shown} failed: {type(exc).__name__}") from None
-    return check.size
+        raise SourceError(f"{label}: {doing} {shown} failed: {type(exc).__name__}") from None
+
+
+_MISSING_KEY = (b"<Code>AccessDenied</Code>", b"<Code>NoSuchKey</Code>")  # S3's answers for a key that is not there
+_ERROR_BODY_READ = 1 << 16  # bytes of an error page read at most
+
+
+def _check_answer(response: requests.Response, label: str, shown: str) -> None:
+    """Nothing for a 200; else the error the answer means (NotPublished when the file is not there)."""
+    status = response.status_code
+    if status == 200:
+        return
+    if status == 404 or (status == 403 and _says_missing(response)):
+        # S3 and CloudFront answer 403 with an AccessDenied body for a key that does not exist.
+        raise NotPublished(f"{label} is not published at {shown} (HTTP {status})")
+    if status >= 500 or status == 429:
+        raise _busy(response, f"{label}: {shown} answered HTTP {status}")
+    raise SourceError(f"{label}: {shown} answered HTTP {status}")
+
+
+def _says_missing(response: requests.Response) -> bool:
+    body = next(response.iter_content(_ERROR_BODY_READ), b"")
+    return any(code in body for code in _MISSING_KEY)
 
 
 def _busy(response: requests.Response, message: str) -> SourceError:

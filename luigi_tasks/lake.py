@@ -6,6 +6,7 @@
     {service}/{year}/_{service}_tripdata_{year}-{month}.json      its manifest and fingerprints
     zones/taxi_zone_lookup.parquet (and zones/_taxi_zone_lookup.json)
     raw/{service}/{file as published}                             downloads, before conversion
+    raw/{service}/_{file as published}.json                       the source's validators of a download
     raw/_refused/{service}/{UTC time}_{file as published}          downloads conversion refused, kept to inspect
 
 Nothing else builds lake paths. Listing and reading go through pyarrow.fs. A file appears whole or not
@@ -82,6 +83,12 @@ def entry_key(key: str) -> str:
 def raw_key(dataset: Dataset, month: dt.date | None, kind: str) -> str:
     """`kind` is the published format ('csv.gz', 'csv', 'parquet'): the raw file keeps its bytes and ending."""
     return f"raw/{dataset.name}/{dataset.file_name(month, '.' + kind)}"
+
+
+def source_key(raw_key: str) -> str:
+    """The source's validators (ETag, Last-Modified, size) of a raw file, written beside it by its download."""
+    folder, _, name = raw_key.rpartition("/")
+    return f"{folder}/_{name}.json"
 
 
 def refused_key(key: str, when: dt.datetime) -> str:

@@ -1,13 +1,17 @@
 """What is where: every month of the services asked for, in each sink, with its rows and quality warnings.
 
     python -m luigi_tasks.status --services yellow,green --start 2019-01 --stop 2020-12 --sinks lake,postgres
-    bin/status yellow,green 2019-01 2020-12 [--sinks lake,postgres] [--json] [--html status.html]
+    bin/status yellow,green 2019-01 2020-12 [--sinks lake,postgres] [--json] [--html status.html] [--check-source]
 
 Asked of the lake's manifests and of each sink's bulk checks only (one listing or query per sink and service,
 as a backfill asks), never of a data file nor of any machine's run history. A month is `done` in a sink that
 holds it from the lake's current file, `out of date` in one that holds it from an earlier file (the lake's month
-was redone since), `missing` where it is not. Quality warnings are the ones recorded when the month was converted,
-and the change of its row count from the previous month, judged by [quality] row_change_warn and _fail.
+was redone since), `missing` where it is not, and `not published yet` everywhere when the lake lacks one of the
+newest months and the source has not published it yet (source.py: the only question asked of the source, and
+only for a range reaching into the newest months). --check-source also asks the source about every month the lake
+holds (one HEAD each): `changed` when its file changed since it was fetched (a refresh does it again), `gone` when
+the source no longer has it. Quality warnings are the ones recorded when the month was converted, and the change
+of its row count from the previous month, judged by [quality] row_change_warn and _fail.
 """
 
 from __future__ import annotations
@@ -26,19 +30,23 @@ from luigi_tasks.catalog import ZONES, Dataset, service
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.parameters import named_as
 from luigi_tasks.quality import Finding, Limits, row_change
+from luigi_tasks.summary import NOT_PUBLISHED_YET
 from luigi_tasks.tasks.backfill import ServicesParameter, months_between
-from luigi_tasks.tasks.base import MonthParameter
+from luigi_tasks.tasks.base import MonthParameter, month_or_latest
 from luigi_tasks.tasks.ingest import SinksParameter
+from luigi_tasks.tasks.lake import not_published_yet, refresh_months
 from luigi_tasks.tasks.sinks import SINKS, done_by_sink
 
-DONE, OUT_OF_DATE, MISSING = "done", "out of date", "missing"
-STATES = (DONE, OUT_OF_DATE, MISSING)
+DONE, OUT_OF_DATE, MISSING, NOT_YET = "done", "out of date", "missing", NOT_PUBLISHED_YET
+STATES = (DONE, OUT_OF_DATE, MISSING, NOT_YET)
+SAME, CHANGED, GONE = "same", "changed", "gone"  # the source's file against the lake's, with --check-source
 
 
 @dataclasses.dataclass(frozen=True)
 class MonthStatus:
-    """One month of one service: its rows in the lake (None: no complete file), its state in each sink, and its
-    quality findings."""
+    """One month of one service: its rows in the lake (None: no complete file), its state in each sink, its
+    quality findings, and with --check-source the source's file against the lake's (SAME, CHANGED, GONE; None:
+    not asked, the lake not having the month) and how it differs."""
 
     service: str
     month: str
@@ -47,6 +55,8 @@ class MonthStatus:
     quality: tuple[Finding, ...] = ()
     notes: tuple[str, ...] = ()  # values its conversion kept as NULL (Manifest.notes)
     new_columns: dict[str, str] = dataclasses.field(default_factory=dict)  # columns the catalogue does not know
+    source: str | None = None
+    source_detail: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +67,7 @@ class Status:
     sinks: tuple[str, ...]
     months: list[MonthStatus]
     zones: dict[str, str]  # sink -> state of the zone lookup
+    checked_source: bool = False
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -72,8 +83,15 @@ def states(dataset: Dataset, months: list[dt.date | None], sinks: tuple[str, ...
     return entries, found
 
 
-def collect(services: tuple[str, ...], start: dt.date, stop: dt.date, sinks: tuple[str, ...], limits: Limits) -> Status:
-    """The status of every published month from start to stop of each service, in each sink."""
+def collect(
+    services: tuple[str, ...],
+    start: dt.date,
+    stop: dt.date,
+    sinks: tuple[str, ...],
+    limits: Limits,
+    check_source: bool = False,
+) -> Status:
+    """The status of every published month from start to stop of each service, in each sink (and at the source)."""
     rows: list[MonthStatus] = []
     for name in services:
         dataset = service(name)
@@ -85,8 +103,14 @@ def collect(services: tuple[str, ...], start: dt.date, stop: dt.date, sinks: tup
         # The month before the range is asked too: the first month's row change needs its count.
         asked = ([before] if before >= first else []) + months
         entries, found = states(dataset, asked, sinks)
+        for month in not_published_yet(dataset, [m for m in months if m not in entries]):
+            for sink in sinks:
+                found[sink][month] = NOT_YET
+        changed, gone = refresh_months(dataset, months, redo=False) if check_source else ({}, {})
+        verdicts = {**dict.fromkeys(changed, CHANGED), **dict.fromkeys(gone, GONE)}
         for month in months:
             entry = entries.get(month)
+            source = verdicts.get(month, SAME if entry and check_source else None)
             findings = list(entry.manifest.quality.findings) if entry and entry.manifest.quality else []
             previous = entries.get(_previous_month(month))
             if entry and previous:
@@ -95,9 +119,10 @@ def collect(services: tuple[str, ...], start: dt.date, stop: dt.date, sinks: tup
             rows.append(MonthStatus(name, f"{month:%Y-%m}", entry.manifest.rows_out if entry else None,
                                     {sink: found[sink][month] for sink in sinks}, tuple(findings),
                                     tuple(entry.manifest.notes()) if entry else (),
-                                    dict(entry.manifest.columns_added) if entry else {}))  # fmt: skip
+                                    dict(entry.manifest.columns_added) if entry else {}, source,
+                                    changed.get(month) or gone.get(month)))  # fmt: skip
     zones = {sink: by_month[None] for sink, by_month in states(ZONES, [None], sinks)[1].items()}
-    return Status(services, f"{start:%Y-%m}", f"{stop:%Y-%m}", sinks, rows, zones)
+    return Status(services, f"{start:%Y-%m}", f"{stop:%Y-%m}", sinks, rows, zones, check_source)
 
 
 def _previous_month(month: dt.date) -> dt.date:
@@ -106,9 +131,10 @@ def _previous_month(month: dt.date) -> dt.date:
 
 def text(status: Status) -> str:
     """The matrix as a person reads it in a terminal: one line per month, a state per sink, then its warnings."""
-    header = ("service", "month", "rows", *status.sinks)
-    cells = [(m.service, m.month, f"{m.rows:,}" if m.rows is not None else "-", *m.sinks.values())
-             for m in status.months]  # fmt: skip
+    source = ("source",) if status.checked_source else ()
+    header = ("service", "month", "rows", *status.sinks, *source)
+    cells = [(m.service, m.month, f"{m.rows:,}" if m.rows is not None else "-", *m.sinks.values(),
+              *([m.source or "-"] if source else [])) for m in status.months]  # fmt: skip
     widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
 
     def line(values: tuple[str, ...]) -> str:
@@ -118,6 +144,7 @@ def text(status: Status) -> str:
     lines = [f"luigi_tasks status {status.start}..{status.stop}", line(header)]
     for month, values in zip(status.months, cells, strict=True):
         lines.append(line(values))
+        lines += [f"    source: {month.source_detail}"] if month.source_detail else []
         lines += [f"    quality: {finding.text()}" for finding in month.quality]
         lines += [f"    note: {note}" for note in month.notes]
     lines.append("zone lookup: " + ", ".join(f"{sink} {state}" for sink, state in status.zones.items()))
@@ -142,10 +169,14 @@ def tally(status: Status, name: str) -> str:
                                      if (n := sum(m.sinks[sink] == state for m in months)))
               for sink in status.sinks]  # fmt: skip
     warned = sum(bool(m.quality) for m in months)
-    return f"{len(months)} months; " + "; ".join(counts) + f"; {warned} with quality warnings"
+    at_source = [
+        f"{n} {state} at the source" for state in (CHANGED, GONE) if (n := sum(m.source == state for m in months))
+    ]
+    return f"{len(months)} months; " + "; ".join([*counts, *at_source]) + f"; {warned} with quality warnings"
 
 
-_COLOURS = {DONE: "#2e7d32", OUT_OF_DATE: "#f9a825", MISSING: "#c62828"}
+_COLOURS = {DONE: "#2e7d32", OUT_OF_DATE: "#f9a825", MISSING: "#c62828", NOT_YET: "#757575"}
+_SOURCE_COLOURS = {SAME: "#2e7d32", CHANGED: "#f9a825", GONE: "#c62828"}
 _LEVEL_COLOURS = {"warn": "#f9a825", "fail": "#c62828"}
 _STYLE = """
 body { font: 14px system-ui, sans-serif; margin: 24px; color: #222; }
@@ -193,6 +224,11 @@ def page(status: Status) -> str:
                 cells.append(f'<td class="cell" style="background:{_COLOURS[state]}" title="{esc(tip)}"'
                              f' data-state="{esc(state)}">{esc(shown)}</td>')  # fmt: skip
             parts.append(f'<tr><th class="sink">{esc(sink)}</th>' + "".join(cells) + "</tr>")
+        if status.checked_source:
+            cells = [f'<td class="cell" style="background:{_SOURCE_COLOURS.get(m.source, "#eee")}"'
+                     f' title="{esc(m.source_detail or m.source or "not in the lake")}">{esc(m.source or "")}</td>'
+                     for m in months]  # fmt: skip
+            parts.append('<tr><th class="sink">source</th>' + "".join(cells) + "</tr>")
         flags = []
         for m in months:
             marks = "".join(
@@ -225,14 +261,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sinks", default="lake", help="comma-separated sinks: " + ", ".join(SINKS))
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--html", metavar="FILE", help="also write the status as a self-contained HTML page")
+    parser.add_argument(
+        "--check-source",
+        action="store_true",
+        help="ask the source about every month the lake holds (one HEAD each): which changed since they were fetched",
+    )
     args = parser.parse_args(argv)
     try:
         services = named_as(ServicesParameter(), "--services").parse(args.services)
-        start, stop = (named_as(MonthParameter(), f"--{o}").parse(getattr(args, o)) for o in ("start", "stop"))
+        start, stop = (month_or_latest(named_as(MonthParameter(), f"--{o}").parse(getattr(args, o)), services)
+                       for o in ("start", "stop"))  # fmt: skip
         if stop < start:
             raise DataError(f"status: --stop {stop:%Y-%m} is before --start {start:%Y-%m}")
         sinks = named_as(SinksParameter(), "--sinks").parse(args.sinks)
-        status = collect(services, start, stop, sinks, config.quality().limits())
+        status = collect(services, start, stop, sinks, config.quality().limits(), args.check_source)
     except (PipelineError, ValueError) as exc:
         print(f"status: {exc}" if not str(exc).startswith("status:") else str(exc), file=sys.stderr)
         return 2 if isinstance(exc, (DataError, ValueError)) else 1

@@ -36,8 +36,6 @@ def arm() -> None:
 
 def note(task: luigi.Task, kind: str, error: str | None = None) -> None:
     """Record one event of a task: scheduled, present (done before), done or failed."""
-    if _spool is None:
-        return
     month = getattr(task, "month", None)
     event = {
         "kind": kind,
@@ -52,6 +50,23 @@ def note(task: luigi.Task, kind: str, error: str | None = None) -> None:
         "notes": list(getattr(task, "notes", ())),
         "new_columns": dict(getattr(task, "new_columns", {})),
     }
+    _write(event)
+
+
+NOT_PUBLISHED_YET = "not published yet"
+CHANGED_AT_SOURCE = "changed at the source"
+
+
+def note_month(service: str, month: dt.date, kind: str, text: str | None = None) -> None:
+    """Record what a month is in this run without a task of its own: NOT_PUBLISHED_YET, or CHANGED_AT_SOURCE (`text`
+    says how) and therefore done again."""
+    _write({"kind": kind, "task_id": f"{service} {month:%Y-%m}", "family": "-", "service": service,
+            "month": f"{month:%Y-%m}", "rows": None, "sinks": [], "error": text, "quality": []})  # fmt: skip
+
+
+def _write(event: dict) -> None:
+    if _spool is None:
+        return
     # One short write per line in append mode: lines from several processes do not interleave.
     with _spool.open("a", encoding="utf-8") as spool:
         spool.write(json.dumps(event) + "\n")
@@ -88,10 +103,16 @@ class MonthRun:
     quality: list[str] = field(default_factory=list)  # quality warnings of the month converted in this run
     notes: list[str] = field(default_factory=list)  # values kept as NULL by its conversion (Manifest.notes)
     new_columns: dict[str, str] = field(default_factory=dict)  # columns it brought that the catalogue lacks
+    not_published: bool = False  # the source has not published the month yet: nothing to do, not a failure
+    changes: dict[str, None] = field(default_factory=dict)  # how the source's file changed since it was fetched
 
     def add(self, event: dict) -> None:
         task_id, kind = event["task_id"], event["kind"]
-        if kind == "scheduled":
+        if kind == NOT_PUBLISHED_YET:
+            self.not_published = True
+        elif kind == CHANGED_AT_SOURCE:
+            self.changes[event["error"]] = None
+        elif kind == "scheduled":
             self.scheduled.add(task_id)
         elif kind == "present":
             self.present.add(task_id)
@@ -114,11 +135,15 @@ class MonthRun:
         if self.failed:
             return "FAILED"
         pending = self.scheduled - self.present - set(self.done)
+        if self.not_published and not self.done and not pending:
+            return NOT_PUBLISHED_YET
         if not pending:
             return "done" if self.done else "done before"
         return "partly run" if self.done else "not run"
 
     def rows_text(self) -> str:
+        if self.result == NOT_PUBLISHED_YET:
+            return "-"
         rows = dict(self.rows)
         before = tuple(s for s in self.done_before if s not in rows)
         if before and self.month:
@@ -153,6 +178,7 @@ def table(runs: list[MonthRun]) -> str:
     for run, values in zip(shown, cells, strict=True):
         text.append(line(values))
         text += [f"    failed: {cause}" for cause in run.failed.values()]
+        text += [f"    {CHANGED_AT_SOURCE}: {change}" for change in run.changes]
         text += [f"    quality: {warning}" for warning in run.quality]
         text += [f"    note: {note}" for note in run.notes]
     text += _new_columns(shown)

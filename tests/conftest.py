@@ -134,7 +134,12 @@ def serve_csv_month(server: SourceServer, service: str, month: str, csv_bytes: b
 
 
 # What the zone lookup leaves in a lake: every month's conversion checks its location ids against it.
-ZONE_FILES = ["raw/zones/taxi_zone_lookup.csv", "zones/_taxi_zone_lookup.json", "zones/taxi_zone_lookup.parquet"]
+ZONE_FILES = [
+    "raw/zones/_taxi_zone_lookup.csv.json",
+    "raw/zones/taxi_zone_lookup.csv",
+    "zones/_taxi_zone_lookup.json",
+    "zones/taxi_zone_lookup.parquet",
+]
 
 
 def serve_zones(server: SourceServer) -> str:

@@ -1,15 +1,21 @@
 """A real HTTP server on 127.0.0.1 that plays the TLC source: files, error pages, faults.
 
-Every request is counted per path, so a test can assert that a rerun downloads nothing.
+Every file is sent with an ETag (its MD5) and a Last-Modified (when it was added), answers HEAD and conditional
+GETs (If-None-Match, If-Modified-Since: 304), and a file that is not there is a 404, or with `missing_status = 403`
+CloudFront's answer: 403 with an S3 AccessDenied XML body. Every GET is counted per path in `requests`, every file
+sent whole in `sent`, every HEAD in `heads`, so a test can assert that a rerun downloads nothing.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
+import email.utils
+import hashlib
 import ipaddress
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,12 +37,46 @@ class Route:
     stall_after: int | None = None
     send_length: bool = True
     headers: dict[str, str] = field(default_factory=dict)  # sent with the body, e.g. Content-Encoding
+    # Validators: the body's MD5 as ETag and the time it was added as Last-Modified, unless given (None: not sent).
+    etag: str | None = ""
+    last_modified: str | None = ""
+    head_fail_first: int = 0  # answer fail_status to the first HEAD requests
+    allow_head: bool = True  # False: HEAD is answered 405, as some servers do
+
+    def __post_init__(self) -> None:
+        if self.etag == "":
+            self.etag = f'"{hashlib.md5(self.body).hexdigest()}"'
+        if self.last_modified == "":
+            self.last_modified = email.utils.formatdate(usegmt=True)
+
+    def validators(self) -> dict[str, str]:
+        found = {"ETag": self.etag, "Last-Modified": self.last_modified}
+        return {name: value for name, value in found.items() if value is not None}
+
+    def unchanged_for(self, headers) -> bool:
+        """Whether a conditional GET's If-None-Match or If-Modified-Since says the client has this version."""
+        if headers.get("If-None-Match"):
+            return self.etag is not None and self.etag in [t.strip() for t in headers["If-None-Match"].split(",")]
+        since = headers.get("If-Modified-Since")
+        if since and self.last_modified:
+            return email.utils.parsedate_to_datetime(self.last_modified) <= email.utils.parsedate_to_datetime(since)
+        return False
+
+
+ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message>'
+    b"<RequestId>5XVQ1J2ZKDV3QHBE</RequestId><HostId>luigi-tasks-test</HostId></Error>"
+)
 
 
 class SourceServer:
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: collections.Counter[str] = collections.Counter()
+        self.heads: collections.Counter[str] = collections.Counter()
+        self.sent: collections.Counter[str] = collections.Counter()  # files sent whole: downloads
+        self.missing_status = 404  # 403: a missing file is answered as CloudFront does, with S3's AccessDenied
+        self.delay = 0.0  # seconds before each answer: a distant server
         self.stopping = threading.Event()
         server = self
 
@@ -45,10 +85,11 @@ class SourceServer:
 
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 server.requests[self.path] += 1
+                time.sleep(server.delay)
                 seen = server.requests[self.path]
                 route = server.routes.get(self.path)
                 if route is None:
-                    self._answer(404, b"<html><body>Not Found</body></html>", "text/html")
+                    self._missing()
                     return
                 if seen <= route.fail_first:
                     page = b"<html><body>Try again later</body></html>"
@@ -66,7 +107,32 @@ class SourceServer:
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                self._answer(route.status, route.body, route.content_type, route.send_length, route.headers)
+                if route.status == 200 and route.unchanged_for(self.headers):
+                    self._answer(304, b"", route.content_type, headers=route.validators(), body_allowed=False)
+                    return
+                headers = {**route.validators(), **route.headers}
+                self._answer(route.status, route.body, route.content_type, route.send_length, headers)
+                server.sent[self.path] += route.status == 200
+
+            def do_HEAD(self) -> None:  # noqa: N802 - the http.server API
+                server.heads[self.path] += 1
+                time.sleep(server.delay)
+                route = server.routes.get(self.path)
+                if route is None:
+                    self._missing(body_allowed=False)
+                elif not route.allow_head:
+                    self._answer(405, b"", "text/html", body_allowed=False)
+                elif server.heads[self.path] <= route.head_fail_first:
+                    self._answer(route.fail_status, b"", "text/html", headers=route.fail_headers, body_allowed=False)
+                else:
+                    headers = {**route.validators(), **route.headers}
+                    self._answer(route.status, route.body, route.content_type, route.send_length, headers, False)
+
+            def _missing(self, body_allowed: bool = True) -> None:
+                if server.missing_status == 403:
+                    self._answer(403, ACCESS_DENIED, "application/xml", body_allowed=body_allowed)
+                else:
+                    self._answer(404, b"<html><body>Not Found</body></html>", "text/html", body_allowed=body_allowed)
 
             def _stall(self, route: Route) -> None:
                 self.send_response(route.status)
@@ -84,17 +150,21 @@ class SourceServer:
                 content_type: str,
                 send_length: bool = True,
                 headers: dict[str, str] | None = None,
+                body_allowed: bool = True,
             ) -> None:
+                """The answer; for a HEAD (`body_allowed` False) its status and headers alone, Content-Length
+                included; a 304 has neither body nor length."""
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
-                if send_length:
+                if send_length and status != 304:
                     self.send_header("Content-Length", str(len(body)))
-                else:
+                elif status != 304:
                     self.close_connection = True
                 self.end_headers()
-                self.wfile.write(body)
+                if body_allowed:
+                    self.wfile.write(body)
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - keep test output quiet
                 pass

@@ -69,7 +69,7 @@ def test_dry_run_lists_exactly_the_missing_months_and_runs_nothing(lake, server,
         "fhvhv: skipped, not published by the TLC: 2019-01",
     ]
     assert server.total_requests() == requests  # nothing downloaded
-    assert len(files_under(lake)) == 6  # 2 raw files, 2 Parquet files and their manifests
+    assert len(files_under(lake)) == 8  # 2 raw files and their validators, 2 Parquet files and their manifests
 
 
 def test_green_before_2014_is_listed_as_not_published_and_not_fetched(lake, server, capsys):
@@ -223,7 +223,7 @@ def test_source_auto_takes_the_course_csv_to_2021_07_and_the_tlc_parquet_after(l
     )
     assert (july.source_url, july.rows_out) == (server.base_url + month_path(CSV_PATH, "yellow", "2021-07"), 40)
     assert (august.source_url, august.rows_out) == (parquet_url, 30)
-    assert [p for p in files_under(lake) if p.startswith("raw/yellow")] == [
+    assert [p for p in files_under(lake) if p.startswith("raw/yellow/y")] == [
         "raw/yellow/yellow_tripdata_2021-07.csv.gz",
         "raw/yellow/yellow_tripdata_2021-08.parquet",
     ]

@@ -251,6 +251,7 @@ def test_a_refused_raw_file_is_moved_aside_and_the_next_run_downloads_it_afresh(
         assert in_lake.entry("yellow/2020/yellow_tripdata_2020-07.parquet").manifest.rows_out == 266
         assert sorted(in_lake.list("")) == sorted([
             kept,  # still there to be looked at
+            "raw/yellow/_yellow_tripdata_2020-07.csv.gz.json",
             "raw/yellow/yellow_tripdata_2020-07.csv.gz",
             "yellow/2020/_yellow_tripdata_2020-07.json",
             "yellow/2020/yellow_tripdata_2020-07.parquet",

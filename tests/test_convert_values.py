@@ -111,6 +111,7 @@ def test_zone_aware_parquet_through_the_graph(tmp_path, server):
         assert pq.read_table(task.output().path).equals(canonical)
         assert read_manifest(task.output().path).rows_out == 2_000
     assert files_under(tmp_path / "lake") == sorted([
+        "raw/yellow/_yellow_tripdata_2021-01.parquet.json",
         "raw/yellow/yellow_tripdata_2021-01.parquet",
         "yellow/2021/_yellow_tripdata_2021-01.json",
         "yellow/2021/yellow_tripdata_2021-01.parquet",

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from luigi_tasks.catalog import GREEN, YELLOW, plan_columns
-from luigi_tasks.download import download, redact_url
+from luigi_tasks.download import SourceVersion, download, probe, probe_many, redact_url
 from luigi_tasks.errors import DataError, NotPublished, SourceError
 from luigi_tasks.synthetic import write_trip_csv
 from tests.conftest import DATA, files_under, logged
@@ -40,7 +40,7 @@ def test_downloads_gzip_as_published(tmp_path, server):
     url = server.add("/yellow_tripdata_2020-07.csv.gz", body)
     dest = tmp_path / "raw" / "yellow_tripdata_2020-07.csv.gz"
     seen = []
-    assert fetch(url, dest, progress=lambda done, total: seen.append((done, total))) == len(body)
+    assert fetch(url, dest, progress=lambda done, total: seen.append((done, total))).size == len(body)
     assert dest.read_bytes() == body
     assert seen[-1] == (len(body), len(body))
     assert files_under(tmp_path) == ["raw/yellow_tripdata_2020-07.csv.gz"]
@@ -72,6 +72,86 @@ def test_404_is_not_retried(tmp_path, server):
     assert str(error.value) == f"yellow 2031-01 is not published at {url} (HTTP 404)"
     assert server.requests["/csv/yellow/yellow_tripdata_2031-01.csv.gz"] == 1
     assert files_under(tmp_path) == []
+
+
+def test_a_download_returns_the_validators_and_a_head_asks_for_them_alone(tmp_path, server):
+    body = gzip.compress(YELLOW_CSV)
+    url = server.add("/yellow_tripdata_2020-07.csv.gz", body)
+    route = server.routes["/yellow_tripdata_2020-07.csv.gz"]
+    sent = SourceVersion(route.etag, route.last_modified, len(body))
+    assert fetch(url, tmp_path / "y.csv.gz") == sent
+    assert probe(url, label="yellow 2020-07") == sent
+    assert (server.requests["/yellow_tripdata_2020-07.csv.gz"], server.heads["/yellow_tripdata_2020-07.csv.gz"]) == (
+        1,
+        1,
+    )
+    assert SourceVersion.from_json(sent.to_json()) == sent
+
+    server.add("/no-head.csv.gz", body, allow_head=False)  # a server that refuses HEAD is asked with a GET
+    no_head = probe(server.base_url + "/no-head.csv.gz", label="yellow 2020-07")
+    assert (no_head.etag, no_head.size) == (route.etag, len(body))
+    assert (server.heads["/no-head.csv.gz"], server.requests["/no-head.csv.gz"]) == (1, 1)
+
+
+@pytest.mark.parametrize("head", [True, False])
+def test_403_is_not_published_only_with_s3s_access_denied_body(tmp_path, server, head):
+    server.missing_status = 403  # CloudFront, for a file that is not there
+    url = server.base_url + "/trip-data/yellow_tripdata_2031-01.parquet"
+    ask = (lambda: probe(url, label="yellow 2031-01", retries=2, retry_backoff=0.01)) if head else (
+        lambda: fetch(url, tmp_path / "y.parquet", label="yellow 2031-01"))  # fmt: skip
+    with pytest.raises(NotPublished) as error:
+        ask()
+    assert str(error.value) == f"yellow 2031-01 is not published at {url} (HTTP 403)"
+    assert files_under(tmp_path) == []
+
+    page = b"<html><body>Request blocked by the firewall</body></html>"  # refused access, not a missing file
+    server.add("/trip-data/yellow_tripdata_2031-01.parquet", page, status=403, content_type="text/html")
+    with pytest.raises(SourceError) as error:
+        ask()
+    assert not isinstance(error.value, NotPublished)
+    assert str(error.value) == f"yellow 2031-01: {url} answered HTTP 403"
+
+
+def test_a_probe_is_retried_like_a_download(server, caplog):
+    url = server.add("/y.csv.gz", gzip.compress(YELLOW_CSV), head_fail_first=2, fail_status=503)
+    assert probe(url, label="yellow 2020-07", retries=2, retry_backoff=0.01).size == len(gzip.compress(YELLOW_CSV))
+    assert server.heads["/y.csv.gz"] == 3 and server.requests["/y.csv.gz"] == 0
+    assert [r.getMessage() for r in logged(caplog) if "retry" in r.getMessage()] == [
+        f"yellow 2020-07: {url} answered HTTP 503; retry 1 of 2 in 0.0 s",
+        f"yellow 2020-07: {url} answered HTTP 503; retry 2 of 2 in 0.0 s",
+    ]
+    server.add("/y.csv.gz", b"", head_fail_first=10, fail_status=503)
+    with pytest.raises(SourceError, match=r"answered HTTP 503; gave up after 3 attempts$"):
+        probe(url, label="yellow 2020-07", retries=2, retry_backoff=0.01)
+
+
+def test_many_probes_at_once_give_each_its_answer(server):
+    urls = {
+        n: server.add(f"/f{n}.csv", b"x" * n) if n % 3 else f"{server.base_url}/missing{n}.csv" for n in range(1, 61)
+    }
+    answers = probe_many({n: (url, f"file {n}") for n, url in urls.items()}, workers=8, retries=0)
+    assert {n for n, a in answers.items() if isinstance(a, NotPublished)} == {n for n in urls if n % 3 == 0}
+    assert all(a.size == n for n, a in answers.items() if isinstance(a, SourceVersion))
+    assert sum(server.heads.values()) == 60 and server.total_requests() == 0
+
+
+def test_which_answers_count_as_a_changed_file():
+    recorded = SourceVersion('"a"', "Mon, 02 Nov 2026 10:00:00 GMT", 1_000)
+    assert SourceVersion('"a"', "Tue, 03 Nov 2026 10:00:00 GMT", 1_000).change_from(recorded, 1_000) is None
+    assert SourceVersion('"b"', recorded.last_modified, 1_000).change_from(recorded, 1_000) == 'ETag "a" -> "b"'
+    # Without ETags: Last-Modified, then the size.
+    lm_only = SourceVersion(None, recorded.last_modified, 1_000)
+    assert lm_only.change_from(recorded, 1_000) is None
+    assert SourceVersion(None, "Tue, 03 Nov 2026 10:00:00 GMT", 1_000).change_from(recorded, 1_000) == (
+        "Last-Modified Mon, 02 Nov 2026 10:00:00 GMT -> Tue, 03 Nov 2026 10:00:00 GMT"
+    )
+    assert (
+        SourceVersion(None, recorded.last_modified, 1_200).change_from(recorded, 1_000) == "size 1,000 -> 1,200 bytes"
+    )
+    # A month fetched before validators were recorded: only a size other than the download's is a change.
+    assert SourceVersion('"b"', "Tue, 03 Nov 2026 10:00:00 GMT", 1_000).change_from(None, 1_000) is None
+    assert SourceVersion('"b"', None, 1_600).change_from(None, 1_000) == "size 1,000 -> 1,600 bytes"
+    assert SourceVersion(None, None, None).change_from(None, 1_000) is None
 
 
 def test_html_page_with_status_200_is_an_error(tmp_path, server):
@@ -233,14 +313,14 @@ def test_a_compressed_file_sent_with_content_encoding_gzip_is_kept_as_published(
         pq.write_table(pa.csv.read_csv(pa.BufferReader(YELLOW_CSV)), sink)
         body = sink.getvalue().to_pybytes()
     url = server.add(f"/yellow_tripdata_2020-07.{kind}", body, headers={"Content-Encoding": "gzip"})
-    assert fetch(url, tmp_path / f"y.{kind}") == len(body)
+    assert fetch(url, tmp_path / f"y.{kind}").size == len(body)
     assert (tmp_path / f"y.{kind}").read_bytes() == body
 
 
 def test_gzip_bytes_at_a_csv_url_are_read_as_gzip(tmp_path, server):
     body = gzip.compress(YELLOW_CSV)
     url = server.add("/yellow_tripdata_2020-07.csv", body)
-    assert fetch(url, tmp_path / "y.csv") == len(body)  # the header inside was checked, the bytes kept
+    assert fetch(url, tmp_path / "y.csv").size == len(body)  # the header inside was checked, the bytes kept
     assert (tmp_path / "y.csv").read_bytes() == body
 
 
@@ -248,7 +328,7 @@ def test_gzip_bytes_at_a_csv_url_are_read_as_gzip(tmp_path, server):
 def test_any_line_end_passes_the_header_check(tmp_path, server, newline):
     body = newline.join(YELLOW_CSV.splitlines()) * 5000  # 12 MB: the header is found in the first MiB
     url = server.add("/yellow_tripdata_2020-07.csv", body)
-    assert fetch(url, tmp_path / "y.csv") == len(body)
+    assert fetch(url, tmp_path / "y.csv").size == len(body)
 
 
 def test_a_host_name_that_does_not_resolve_fails_at_once_in_one_line(tmp_path, caplog):

@@ -129,7 +129,9 @@ def test_the_main_job_on_an_object_store_lake_and_a_rerun_that_reads_no_data(
     assert failures == {}, failures
     assert result.scheduling_succeeded
     assert remote_lake.keys() == [
+        "raw/yellow/_yellow_tripdata_2020-07.csv.gz.json",  # the source's validators of the download
         "raw/yellow/yellow_tripdata_2020-07.csv.gz",
+        "raw/zones/_taxi_zone_lookup.csv.json",
         "raw/zones/taxi_zone_lookup.csv",
         "yellow/2020/_yellow_tripdata_2020-07.json",
         "yellow/2020/yellow_tripdata_2020-07.parquet",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import luigi
@@ -11,8 +12,10 @@ import pytest
 
 from luigi_tasks import DownloadTripData, IngestMonth, ToParquet, ZonesToParquet
 from luigi_tasks.catalog import FHV, YELLOW
-from luigi_tasks.convert import read_manifest
+from luigi_tasks.convert import Manifest, read_manifest
+from luigi_tasks.download import SourceVersion
 from luigi_tasks.errors import DataError
+from luigi_tasks.lake import LakeEntry
 from luigi_tasks.synthetic import write_trip_csv
 from luigi_tasks.tasks.base import ProgressReporter
 from tests.conftest import (
@@ -46,7 +49,9 @@ def test_ingest_month_fills_the_lake_and_a_rerun_does_nothing(lake, server):
     assert result.status == luigi.LuigiStatusCode.SUCCESS, result.summary_text
     assert failures == {}
     assert files_under(lake) == [
+        "raw/yellow/_yellow_tripdata_2020-07.csv.gz.json",  # the source's validators of the download
         "raw/yellow/yellow_tripdata_2020-07.csv.gz",
+        "raw/zones/_taxi_zone_lookup.csv.json",
         "raw/zones/taxi_zone_lookup.csv",
         "yellow/2020/_yellow_tripdata_2020-07.json",
         "yellow/2020/yellow_tripdata_2020-07.parquet",
@@ -78,6 +83,28 @@ def test_convert_again_without_downloading_when_only_the_parquet_is_gone(lake, s
     assert (lake / "yellow/2020/yellow_tripdata_2020-07.parquet").exists()
 
 
+@pytest.mark.parametrize("keep_raw", ["true", "false"])
+def test_the_sources_validators_are_in_the_manifest_whether_or_not_the_raw_file_is_kept(lake, server, keep_raw):
+    url = serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
+    route = server.routes[url.removeprefix(server.base_url)]
+    with luigi_settings({("lake", "keep_raw"): keep_raw}):
+        assert run_tasks(ToParquet(service="yellow", month=month("2020-07")))[1] == {}
+    entry = LakeEntry.from_json((lake / "yellow/2020/_yellow_tripdata_2020-07.json").read_bytes())
+    assert entry.manifest.source_version == SourceVersion(route.etag, route.last_modified, len(route.body))
+    assert read_manifest(lake / "yellow/2020/yellow_tripdata_2020-07.parquet").source_version is not None  # footer
+    raw = ["raw/yellow/_yellow_tripdata_2020-07.csv.gz.json", "raw/yellow/yellow_tripdata_2020-07.csv.gz"]
+    assert [f for f in files_under(lake) if f.startswith("raw/yellow/")] == (raw if keep_raw == "true" else [])
+
+
+def test_a_manifest_written_before_validators_were_recorded_still_reads():
+    manifest = dict(
+        dataset="yellow", month="2020-07", source_url="u", source_bytes=10, source_sha256="s", rows_in=1, rows_out=1,
+        rows_outside_month=0, rows_without_pickup=0, min_pickup=None, max_pickup=None, columns_filled_null=[],
+        columns_dropped=[],
+    )  # fmt: skip
+    assert Manifest.from_json(json.dumps(manifest)).source_version is None
+
+
 def test_parquet_source_and_csv_source_give_the_same_schema(tmp_path, server):
     csv_lake, parquet_lake = tmp_path / "csv", tmp_path / "parquet"
     serve_csv_month(server, "yellow", "2020-07", YELLOW_HEAD)
@@ -95,6 +122,7 @@ def test_parquet_source_and_csv_source_give_the_same_schema(tmp_path, server):
         result, failures = run_tasks(ToParquet(service="yellow", month=month("2020-07")))
     assert failures == {}
     assert files_under(parquet_lake) == sorted([
+        "raw/yellow/_yellow_tripdata_2020-07.parquet.json",
         "raw/yellow/yellow_tripdata_2020-07.parquet",
         "yellow/2020/_yellow_tripdata_2020-07.json",
         "yellow/2020/yellow_tripdata_2020-07.parquet",

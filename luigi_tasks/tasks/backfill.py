@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 import luigi
 
+from luigi_tasks import summary
 from luigi_tasks.catalog import SERVICES, next_month, service
 from luigi_tasks.errors import DataError
-from luigi_tasks.tasks.base import CommaListParameter, MonthParameter, PipelineTask, log
+from luigi_tasks.tasks.base import CommaListParameter, MonthParameter, PipelineTask, log, month_or_latest
 from luigi_tasks.tasks.ingest import IngestMonth, SinksParameter
+from luigi_tasks.tasks.lake import not_published_yet, refresh_months
 from luigi_tasks.tasks.sinks import SINKS, done_by_sink, rows_by_sink, sink_task, zones_done
 
 
@@ -41,6 +43,9 @@ class BackfillPlan:
     done: dict[str, list[dt.date]] = field(default_factory=dict)
     missing: dict[str, dict[dt.date, list[str]]] = field(default_factory=dict)  # month -> sinks lacking it
     unpublished: dict[str, list[dt.date]] = field(default_factory=dict)  # before the service's first month
+    not_yet: dict[str, list[dt.date]] = field(default_factory=dict)  # at the end, not published by the source yet
+    changed: dict[str, dict[dt.date, str]] = field(default_factory=dict)  # --refresh: changed at the source
+    gone: dict[str, dict[dt.date, str]] = field(default_factory=dict)  # --refresh: no longer at the source
     zones_missing: list[str] = field(default_factory=list)  # sinks without the zone lookup
 
     def describe(self) -> str:
@@ -53,6 +58,13 @@ class BackfillPlan:
             for month, sinks in missing.items():
                 by_sinks.setdefault(tuple(sinks), []).append(month)
             lines += [f"    into {', '.join(sinks)}: {_spans(months)}" for sinks, months in by_sinks.items()]
+            lines += [
+                f"    {month:%Y-%m} changed at the source: {change}" for month, change in self.changed[name].items()
+            ]
+            if self.gone[name]:
+                lines.append(f"{name}: no longer at the source (each a failure): {_spans(list(self.gone[name]))}")
+            if self.not_yet[name]:
+                lines.append(f"{name}: not published yet: {_spans(self.not_yet[name])}")
             if self.unpublished[name]:
                 lines.append(f"{name}: skipped, not published by the TLC: {_spans(self.unpublished[name])}")
         if self.zones_missing:
@@ -75,8 +87,10 @@ class Backfill(PipelineTask, luigi.WrapperTask):
     """Every IngestMonth from --start to --stop (both inclusive) for each of --services, into --sinks.
 
     What is already done is found with one bulk check per sink and service (a directory listing, one
-    query), not one check per month; only the missing months are scheduled. --dry-run prints the plan
-    and runs nothing.
+    query), not one check per month; only the missing months are scheduled. Months at the end of the range
+    that the source has not published yet are left for a later run, without a failure. --refresh first asks the
+    source about every month the lake holds (HEAD requests, several at once) and does again the months whose file
+    changed. --dry-run prints the plan and runs nothing.
     """
 
     services = ServicesParameter(description="Comma-separated services, or all: " + ", ".join(SERVICES))
@@ -86,6 +100,18 @@ class Backfill(PipelineTask, luigi.WrapperTask):
     dry_run = luigi.BoolParameter(
         default=False, significant=False, description="Print what would run and what is done; run nothing"
     )
+    refresh = luigi.BoolParameter(
+        default=False,
+        significant=False,
+        visibility=luigi.parameter.ParameterVisibility.HIDDEN,  # a way to run, not part of what the task is
+        description="Ask the source about every month the lake holds (one HEAD each) and do again those whose file "
+        "changed since it was fetched: download, conversion, every sink",
+    )
+
+    @classmethod
+    def get_param_values(cls, params, args, kwargs):
+        values = super().get_param_values(params, args, kwargs)
+        return [(name, month_or_latest(value, dict(values)["services"])) for name, value in values]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -101,12 +127,26 @@ class Backfill(PipelineTask, luigi.WrapperTask):
             dataset = service(name)
             published = self._published(name)
             plan.unpublished[name] = [m for m in months if m not in published]
-            done = done_by_sink(dataset, published, self.sinks)[1]
+            # A month changed at the source is made not done in the lake (unless this is a dry run), so every
+            # sink's check finds it missing and the month is scheduled like any other.
+            plan.changed[name], plan.gone[name] = (
+                refresh_months(dataset, published, redo=not self.dry_run) if self.refresh else ({}, {})
+            )
+            entries, done = done_by_sink(dataset, published, self.sinks)
             lacking = {m: [sink for sink, months in done.items() if m not in months] for m in published}
+            for month in plan.changed[name]:  # a dry run: as they will be
+                lacking[month] = list(self.sinks)
+            plan.not_yet[name] = not_published_yet(dataset, [m for m in published if m not in entries])
             plan.done[name] = [m for m in published if not lacking[m]]
-            plan.missing[name] = {m: sinks for m, sinks in lacking.items() if sinks}
+            plan.missing[name] = {m: s for m, s in lacking.items() if s and m not in plan.not_yet[name]}
         plan.zones_missing = [sink for sink, done in zones_done(self.sinks).items() if not done]
         self._plan = plan
+        if not self.dry_run:
+            for name in self.services:
+                for month, change in plan.changed[name].items():
+                    summary.note_month(name, month, summary.CHANGED_AT_SOURCE, change)
+                for month in plan.not_yet[name]:
+                    summary.note_month(name, month, summary.NOT_PUBLISHED_YET)
         return plan
 
     def _published(self, name: str) -> list[dt.date]:
@@ -121,13 +161,17 @@ class Backfill(PipelineTask, luigi.WrapperTask):
         tasks: list[luigi.Task] = [sink_task(sink, None, None) for sink in plan.zones_missing]
         for name, missing in plan.missing.items():
             tasks += [IngestMonth(service=name, month=month, sinks=self.sinks) for month in missing]
+            # Failing there, with the source's answer, unless the source has it back.
+            tasks += [
+                IngestMonth(service=name, month=month, sinks=self.sinks, refresh=True) for month in plan.gone[name]
+            ]
         return tasks
 
     def is_complete(self) -> bool:
         if self.dry_run:
             return False  # a dry run always runs: it prints the plan
         plan = self.plan()
-        return not plan.zones_missing and not any(plan.missing.values())
+        return not plan.zones_missing and not any(plan.missing.values()) and not any(plan.gone.values())
 
     def outcome(self) -> str:
         return "DRY-RUN" if self.dry_run else super().outcome()  # a plan printed, not the work done

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import luigi
 
-from luigi_tasks import config, history, notify, summary
+from luigi_tasks import config, history, notify, source, summary
 from luigi_tasks.catalog import SERVICES, ZONES, Dataset, check_month, parse_month, service
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.parameters import ChoiceParameter, NamedParameterErrors, OptionNamed
@@ -19,24 +19,41 @@ from luigi_tasks.progress import TerminalProgress
 log = logging.getLogger("luigi-interface")
 
 
+class _Latest:
+    """`latest` as given, until the services it is the newest month of are known (see month_or_latest)."""
+
+    def __repr__(self) -> str:
+        return "latest"
+
+
+LATEST = _Latest()
+
+
 class MonthParameter(OptionNamed, luigi.MonthParameter):
-    """YYYY-MM, or `latest` (the newest month the TLC has published), with an error that says what was expected."""
+    """YYYY-MM, or `latest` (the newest month the source has of the task's services, found by asking it), with an
+    error that says what was expected."""
 
     expected = "YYYY-MM (e.g. 2021-01) or latest"
 
-    def parse(self, s: str) -> dt.date:
+    def parse(self, s: str) -> dt.date | _Latest:
         if s.strip() == "latest":
-            return latest_published_month(dt.date.today(), config.tlc().publication_lag_months)
+            return LATEST
         try:
             return parse_month(s)
         except DataError:
             raise self.bad(s) from None
 
+    def normalize(self, x: object) -> dt.date | _Latest:
+        return LATEST if x is LATEST or x == "latest" else super().normalize(x)
 
-def latest_published_month(today: dt.date, lag_months: int) -> dt.date:
-    """The TLC publishes a month's trips about `lag_months` after it ends."""
-    index = today.year * 12 + today.month - 1 - lag_months
-    return dt.date(index // 12, index % 12 + 1, 1)
+    def serialize(self, x: object) -> str:
+        return "latest" if x is LATEST else super().serialize(x)
+
+
+def month_or_latest(value: object, services: tuple[str, ...]) -> object:
+    """A parameter's value as it is, or for `latest` the newest month the source has of `services` (asked once per
+    run, source.latest)."""
+    return source.latest(services) if value is LATEST else value
 
 
 class CommaListParameter(OptionNamed, luigi.Parameter):
@@ -124,7 +141,12 @@ class MonthTask(PipelineTask):
     """A task keyed by one month of one TLC service."""
 
     service = ChoiceParameter(choices=list(SERVICES), description="TLC service: " + ", ".join(SERVICES))
-    month = MonthParameter(description="Month of the trip file, YYYY-MM")
+    month = MonthParameter(description="Month of the trip file, YYYY-MM, or latest (the newest the source has)")
+
+    @classmethod
+    def get_param_values(cls, params, args, kwargs):
+        values = super().get_param_values(params, args, kwargs)
+        return [(name, month_or_latest(value, (dict(values)["service"],))) for name, value in values]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import luigi
 
+from luigi_tasks import summary
+from luigi_tasks.errors import SourceError
 from luigi_tasks.tasks.base import CommaListParameter, MonthTask, log
+from luigi_tasks.tasks.lake import not_published_yet, refresh_months
 from luigi_tasks.tasks.sinks import SINKS, rows_by_sink, sink_task
 
 
@@ -28,6 +31,11 @@ class IngestMonth(MonthTask, luigi.WrapperTask):
     bigquery: the month in [gcp] dataset.{service}_tripdata, the lookup in zones (loaded from GCS).
     s3: a mirror of the lake's files in s3://[s3] bucket/[s3] prefix/, verified by ETag.
     duckdb: the month in prod.{service}_tripdata and the lookup in prod.zones of [duckdb] path.
+
+    A month the source has not published yet (source.py) is done for now: nothing runs and nothing fails.
+    --refresh asks the source first whether the month's file changed since the lake fetched it, and if it did,
+    the month is done again: download, conversion, and every sink (each reloads it once, the lake's file being
+    new). A month the source served before and no longer has is a failure; the lake and the sinks keep it.
     """
 
     sinks = SinksParameter(default=("lake",), description="Where the month goes: " + ", ".join(SINKS))
@@ -37,6 +45,28 @@ class IngestMonth(MonthTask, luigi.WrapperTask):
         visibility=luigi.parameter.ParameterVisibility.HIDDEN,
         description="Put the month into every sink asked for again, replacing it",
     )
+    refresh = luigi.BoolParameter(
+        default=False,
+        significant=False,
+        visibility=luigi.parameter.ParameterVisibility.HIDDEN,  # a way to run, like reload
+        description="Ask the source whether the month's file changed since it was fetched; if so, do it again "
+        "(download, conversion, every sink)",
+    )
+    gone: str | None = None  # why the source no longer has a month the lake holds (a refresh found it)
+
+    def is_complete(self) -> bool:
+        self.gone = None
+        if self.refresh:
+            changed, gone = refresh_months(self.dataset, [self.month], redo=True)
+            for change in changed.values():
+                summary.note_month(self.service, self.month, summary.CHANGED_AT_SOURCE, change)
+            self.gone = gone.get(self.month)
+            if self.gone:
+                return False  # run() fails, saying so
+        if not_published_yet(self.dataset, [self.month]):
+            summary.note_month(self.service, self.month, summary.NOT_PUBLISHED_YET)
+            return True
+        return super().is_complete()
 
     def requires(self) -> list[luigi.Task]:
         tasks = []
@@ -45,5 +75,9 @@ class IngestMonth(MonthTask, luigi.WrapperTask):
         return tasks
 
     def run(self) -> None:
+        if self.gone:
+            raise SourceError(
+                f"{self.gone}, though the lake has it from there: the lake and the sinks keep it as it was"
+            )
         rows = rows_by_sink([(self.service, self.month)], self.sinks)
         log.info("%s: %s", self.label, ", ".join(f"{sink} {n:,} rows" for sink, n in rows.items()))

@@ -15,13 +15,13 @@ import luigi
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from luigi_tasks import config
+from luigi_tasks import config, source
 from luigi_tasks.catalog import Dataset, plan_columns
 from luigi_tasks.convert import to_canonical_parquet
-from luigi_tasks.download import download, payload_kind, redact_url
-from luigi_tasks.errors import DataError
+from luigi_tasks.download import SourceVersion, download, payload_kind, redact_url
+from luigi_tasks.errors import DataError, NotPublished
 from luigi_tasks.files import fingerprints_of
-from luigi_tasks.lake import Lake, LakeEntry, canonical_key, entry_key, raw_key, refused_key
+from luigi_tasks.lake import Lake, LakeEntry, canonical_key, entry_key, raw_key, refused_key, source_key
 from luigi_tasks.quality import QualityCounter
 from luigi_tasks.tasks.base import MonthTask, PipelineTask, ReloadableTask, ZonesTask, log, unless_done
 
@@ -52,7 +52,8 @@ class CanonicalTarget(LakeFileTarget):
 
 
 class _Download(PipelineTask):
-    """Body of DownloadTripData and DownloadZones: stream the URL into the lake's raw/ folder."""
+    """Body of DownloadTripData and DownloadZones: stream the URL into the lake's raw/ folder, and the source's
+    validators of the file (ETag, Last-Modified, size) beside it, for the manifest."""
 
     dataset: Dataset
     month: dt.date | None
@@ -73,8 +74,9 @@ class _Download(PipelineTask):
         self.set_status_message(f"downloading {redact_url(self.url)}")
         started = time.monotonic()
         target = self.output()
+        target.lake.delete(source_key(target.key))  # a raw file downloaded again: the old one's validators go first
         with target.lake.publish(target.key) as dest:
-            size = download(
+            version = download(
                 self.url,
                 dest,
                 label=self.label,
@@ -84,6 +86,8 @@ class _Download(PipelineTask):
                 timeout=tlc.timeout,
                 progress=self.progress_reporter(),
             )
+        target.lake.write_bytes(source_key(target.key), version.to_json())
+        size = version.size or 0
         shown = f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size:,} bytes"
         took = time.monotonic() - started
         log.info("%s: downloaded %s from %s in %.1f s", self.label, shown, redact_url(self.url), took)
@@ -119,6 +123,7 @@ def _moved_aside_if_refused(lake: Lake, raw_key: str) -> Iterator[None]:
     except DataError as refused:
         kept = refused_key(raw_key, dt.datetime.now(dt.timezone.utc))
         lake.move(raw_key, kept)
+        lake.delete(source_key(raw_key))
         raise DataError(
             f"{refused}; the raw file is moved to {lake.uri(kept)} and the next run downloads it again"
         ) from None
@@ -148,6 +153,8 @@ class _Convert(ReloadableTask):
         lake = target.lake
         lake.delete(entry_key(target.key))  # the month is not done while its file is being replaced
         refused = _moved_aside_if_refused(lake, raw.key)
+        # Validators are absent when the raw file came before they were recorded (or a run died between the two).
+        version = SourceVersion.from_json(lake.read_bytes(source_key(raw.key)))
         with refused, lake.local_copy(raw.key) as raw_file, lake.publish(target.key) as dest:
             manifest = to_canonical_parquet(
                 raw_file,
@@ -155,6 +162,7 @@ class _Convert(ReloadableTask):
                 dataset=self.dataset,
                 month=self.month,
                 source_url=self.download().url,
+                source_version=version,
                 row_group_rows=config.lake().row_group_rows,
                 new_columns=config.tlc().column_policy,
                 progress=self.progress_reporter(unit="rows", scale=1),
@@ -180,6 +188,7 @@ class _Convert(ReloadableTask):
                         manifest.new_columns_text())  # fmt: skip
         if not config.lake().keep_raw:
             lake.delete(raw.key)
+            lake.delete(source_key(raw.key))
 
 
 class ToParquet(MonthTask, _Convert):
@@ -259,3 +268,54 @@ class LakeSink:
 def lake_entries(dataset: Dataset, months: list[dt.date | None]) -> dict[dt.date | None, LakeEntry]:
     """The complete canonical files of these months (None: the zone lookup): one listing, manifests only."""
     return config.lake().open().entries({canonical_key(dataset, month): month for month in months})
+
+
+def refresh_months(
+    dataset: Dataset, months: list[dt.date], *, redo: bool
+) -> tuple[dict[dt.date, str], dict[dt.date, str]]:
+    """Ask the source about every month of `months` the lake holds (all at once): the months whose file changed
+    since it was fetched (month -> what changed), each made to be done again (`redo_in_lake`) unless `redo` is
+    False, and the months the source no longer has (month -> its answer), which are left as they are.
+
+    The rule (download.SourceVersion.change_from): the ETags decide, else Last-Modified and the size; a month
+    converted before validators were recorded has changed only if the source's size differs from its download's.
+    """
+    entries = lake_entries(dataset, months)
+    answers = source.ask(dataset, sorted(month for month in entries if month is not None))
+    changed, gone = {}, {}
+    for month, answer in answers.items():
+        if isinstance(answer, NotPublished):
+            gone[month] = str(answer)
+            continue
+        manifest = entries[month].manifest
+        change = answer.change_from(manifest.source_version, manifest.source_bytes)
+        if change is None:
+            continue
+        changed[month] = change
+        if redo:
+            redo_in_lake(dataset, month)
+            log.info("%s %s: changed at the source (%s): it is done again, and every sink reloads it", dataset.name,
+                     f"{month:%Y-%m}", change)  # fmt: skip
+    return changed, gone
+
+
+def redo_in_lake(dataset: Dataset, month: dt.date) -> None:
+    """Make a month be done again in the lake: its raw file (the old one) and validators go, then its manifest.
+
+    Without the manifest the month is done neither in the lake nor in any sink (each compares its copy with the
+    lake's file), so the next run downloads it, converts it, and every sink reloads it once. The old Parquet stays
+    readable until the new one replaces it.
+    """
+    lake = config.lake().open()
+    for kind in ("csv.gz", "csv", "parquet"):
+        lake.delete(raw_key(dataset, month, kind))
+        lake.delete(source_key(raw_key(dataset, month, kind)))
+    lake.delete(entry_key(canonical_key(dataset, month)))
+
+
+def not_published_yet(dataset: Dataset, months: list[dt.date]) -> list[dt.date]:
+    """Those of `months` that the source has not published yet (source.not_published_yet) and the lake never had:
+    a month whose Parquet is in the lake was served before, and missing it now is a failure."""
+    lake, ahead = config.lake().open(), source.window()
+    recent = [m for m in months if ahead[-1] <= m <= ahead[0] and not lake.exists(canonical_key(dataset, m))]
+    return source.not_published_yet(dataset, recent)
