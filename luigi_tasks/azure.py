@@ -132,7 +132,7 @@ def filesystem(found: Account):
 def describe(exc: Exception) -> str:
     """The client's error in one line: its code and status, URLs without their query (a SAS is a secret)."""
     if isinstance(exc, aexc.HttpResponseError) and exc.status_code:
-        code = exc.error_code or exc.reason or "error"
+        code = getattr(exc.error_code, "value", exc.error_code) or exc.reason or "error"
         return f"{code} (HTTP {exc.status_code})"
     text = " ".join(str(exc).split()) or type(exc).__name__
     text = re.sub(r"(?i)(accountkey|sig|sharedaccesssignature)=[^;&\s]+", r"\1=***", text)

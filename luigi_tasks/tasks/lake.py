@@ -230,7 +230,7 @@ def lake_task(service: str | None, month: dt.date | None) -> ToParquet | ZonesTo
 
 
 def lake_is_on(kind: str) -> bool:
-    """Whether the lake is on that store ('gcs', 's3'): a mirror sink of the same store then adds nothing."""
+    """Whether the lake is on that store ('gcs', 's3', 'azure'): a mirror sink of the same store adds nothing."""
     return config.lake().open().kind == kind
 
 
