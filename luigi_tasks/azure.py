@@ -19,7 +19,6 @@ import base64
 import dataclasses
 import logging
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,7 +26,7 @@ from urllib.parse import urlsplit
 from azure.core import exceptions as aexc
 from azure.storage.blob import BlobServiceClient, ContentSettings
 
-from luigi_tasks.download import redact_url
+from luigi_tasks.download import redact_urls
 from luigi_tasks.errors import PipelineError
 from luigi_tasks.files import Fingerprints, fingerprints_of
 
@@ -121,7 +120,7 @@ def filesystem(found: Account):
     if found.key:
         options["account_key"] = found.key
     elif found.sas:
-        options["sas_token"] = found.sas
+        options["sas_token"] = "?" + found.sas  # pyarrow appends it to URLs as it is
     if found.emulated:
         where = urlsplit(found.endpoint)
         options.update(blob_storage_authority=where.netloc, blob_storage_scheme=where.scheme,
@@ -134,9 +133,7 @@ def describe(exc: Exception) -> str:
     if isinstance(exc, aexc.HttpResponseError) and exc.status_code:
         code = getattr(exc.error_code, "value", exc.error_code) or exc.reason or "error"
         return f"{code} (HTTP {exc.status_code})"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    text = re.sub(r"(?i)(accountkey|sig|sharedaccesssignature)=[^;&\s]+", r"\1=***", text)
-    return re.sub(r"https?://\S+", lambda url: redact_url(url.group(0).rstrip(":,)'\"")), text)
+    return redact_urls(" ".join(str(exc).split()) or type(exc).__name__)
 
 
 def check_container(service: BlobServiceClient, container: str) -> None:

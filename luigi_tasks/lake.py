@@ -38,6 +38,7 @@ import pyarrow.fs as pafs
 
 from luigi_tasks.catalog import Dataset
 from luigi_tasks.convert import Manifest
+from luigi_tasks.download import redact_urls
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.files import Fingerprints, atomic_path, is_stale, writer_tag
 from luigi_tasks.lazy import lazy_module
@@ -357,7 +358,8 @@ class Lake:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The store's error in one line; its URLs without their query (pyarrow's Azure errors quote a SAS there)."""
+    return redact_urls(" ".join(str(exc).split()) or type(exc).__name__)
 
 
 def _gcp_settings():
