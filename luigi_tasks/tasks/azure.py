@@ -6,6 +6,7 @@ When the lake itself is in that container, its files already are there: the sink
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import luigi
 
@@ -14,9 +15,9 @@ from luigi_tasks.catalog import Dataset
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import LakeEntry, canonical_key
 from luigi_tasks.lazy import lazy_module
-from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
+from luigi_tasks.tasks.base import MonthTask, ZonesTask
 from luigi_tasks.tasks.gcs import checked_prefix, mirror_name
-from luigi_tasks.tasks.lake import lake_entries, lake_task, say_mirror_adds_nothing
+from luigi_tasks.tasks.lake import MirrorUpload, lake_entries, lake_task, say_mirror_adds_nothing
 
 azure = lazy_module("luigi_tasks.azure")
 
@@ -61,26 +62,14 @@ class BlobTarget(luigi.Target):
         return stored is not None and stored.holds(entry.file)
 
 
-class _UploadToAzure(ReloadableTask):
+class _UploadToAzure(MirrorUpload):
     """Body of UploadToAzure and UploadZonesToAzure."""
-
-    dataset: Dataset
-    month: dt.date | None
-
-    def requires(self) -> luigi.Task:
-        return lake_task(getattr(self, "service", None), self.month)
 
     def output(self) -> BlobTarget:
         return BlobTarget(container(), blob_name(canonical_key(self.dataset, self.month)), self.input())
 
-    @unless_done
-    def run(self) -> None:
-        target, source = self.output(), self.input()
-        with source.lake.local_copy(source.key) as path:
-            uploaded = azure.upload_file(
-                service(), path, target.container, target.name, progress=self.progress_reporter()
-            )
-        log.info("%s: %s %s", self.label, "uploaded to" if uploaded else "already at", target.uri)
+    def upload(self, path: Path, target: BlobTarget) -> bool:
+        return azure.upload_file(service(), path, target.container, target.name, progress=self.progress_reporter())
 
 
 class UploadToAzure(MonthTask, _UploadToAzure):
