@@ -21,7 +21,6 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from azure.core import exceptions as aexc
 from azure.storage.blob import BlobServiceClient, ContentSettings
@@ -47,12 +46,6 @@ class Account:
     source: str  # where the credential came from, to say so: a variable's name or DefaultAzureCredential
     key: str = dataclasses.field(default="", repr=False)
     sas: str = dataclasses.field(default="", repr=False)
-
-    @property
-    def emulated(self) -> bool:
-        """An endpoint other than Azure's own (Azurite): the account is the path's first segment."""
-        host = urlsplit(self.endpoint).hostname or ""
-        return not host.endswith(".core.windows.net")
 
 
 class AccountError(PipelineError):
@@ -110,22 +103,6 @@ def client(found: Account) -> BlobServiceClient:
 
         credential = DefaultAzureCredential()
     return BlobServiceClient(found.endpoint, credential=credential)
-
-
-def filesystem(found: Account):
-    """pyarrow's AzureFileSystem of the account (listing and reading), with the same credential."""
-    import pyarrow.fs as pafs
-
-    options: dict[str, str] = {}
-    if found.key:
-        options["account_key"] = found.key
-    elif found.sas:
-        options["sas_token"] = "?" + found.sas  # pyarrow appends it to URLs as it is
-    if found.emulated:
-        where = urlsplit(found.endpoint)
-        options.update(blob_storage_authority=where.netloc, blob_storage_scheme=where.scheme,
-                       dfs_storage_authority=where.netloc, dfs_storage_scheme=where.scheme)  # fmt: skip
-    return pafs.AzureFileSystem(found.name, **options)
 
 
 def describe(exc: Exception) -> str:

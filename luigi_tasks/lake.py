@@ -10,7 +10,8 @@ below it:
     raw/{service}/{file as published}                             downloads, before conversion
     raw/_refused/{service}/{UTC time}_{file as published}          downloads conversion refused, kept to inspect
 
-Nothing else builds lake paths. Listing and reading go through pyarrow.fs. A file appears whole or not
+Nothing else builds lake paths. Listing and reading go through pyarrow.fs (on Azure, a pyarrow file system over
+the official client: azure_fs.py). A file appears whole or not
 at all: on a local disk by renaming a finished part file; on an object store by staging it in local
 scratch and uploading it with the service's official client, which makes the object visible only once
 the upload is complete and verified. The manifest (`_*.json`, ignored by pyarrow datasets and by
@@ -134,7 +135,9 @@ class Lake:
     def _object_store(self) -> pafs.FileSystem:
         if self.kind != "azure":
             return _object_store(self.kind)
-        return azure.filesystem(self.azure_account)
+        from luigi_tasks import azure_fs
+
+        return azure_fs.filesystem(azure.client(self.azure_account))
 
     @functools.cached_property
     def azure_account(self) -> azure.Account:
@@ -272,7 +275,7 @@ class Lake:
         elif self.kind == "gcs":
             gcs.upload_file(gcs.client(_gcp_settings()), path, self.bucket, self.object_name(key))
         elif self.kind == "azure":
-            azure.upload_file(azure.client(self.azure_account), path, self.bucket, self.object_name(key))
+            azure.upload_file(self.fs.handler.service, path, self.bucket, self.object_name(key))
         else:
             s3.upload_file(s3.client(), path, self.bucket, self.object_name(key))
 
@@ -358,7 +361,7 @@ class Lake:
 
 
 def _one_line(exc: BaseException) -> str:
-    """The store's error in one line; its URLs without their query (pyarrow's Azure errors quote a SAS there)."""
+    """The store's error in one line; its URLs without their query (an error may quote a request URL with a SAS)."""
     return redact_urls(" ".join(str(exc).split()) or type(exc).__name__)
 
 

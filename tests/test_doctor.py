@@ -411,8 +411,8 @@ def test_a_lake_on_object_storage_is_probed_and_left_as_it_was(source, remote_la
     )
     scratch = Path(tempfile.gettempdir()) / "luigi_tasks"
     assert any(line.startswith(f"ok   disk for scratch {scratch}: needs ~") for line in lines)
-    # Nothing is left but, on S3 and Azure, the zero-byte "lake/" marker pyarrow keeps when it empties a "directory".
-    assert remote_lake.keys() == ([] if remote_lake.kind == "gcs" else [""])
+    # Nothing is left but, on S3, the zero-byte "lake/" marker pyarrow keeps when it empties a "directory".
+    assert remote_lake.keys() == ([""] if remote_lake.kind == "s3" else [])
 
     scheme = remote_lake.root.split("://")[0]
     noun = "container" if remote_lake.kind == "azure" else "bucket"

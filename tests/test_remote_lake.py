@@ -271,6 +271,41 @@ def finish(runs: list[subprocess.Popen], timeout: float) -> list[str]:
         )
 
 
+def two_machines_backfill(luigid_port, server, tmp_path, pg_dsn, root, cloud, args, sinks):
+    """bin/backfill ARGS on two "machines" (own working, scratch and state directories) sharing only luigid and
+    the lake; every run must end well. Returns the machines (home, env) and the tasks that ran (history DONE)."""
+    machines = []
+    for name in ("a", "b"):
+        home = tmp_path / name
+        home.mkdir()
+        settings = {
+            **pipeline_settings(server, home / "unused"),
+            ("lake", "root"): root,
+            ("lake", "scratch"): str(home / "scratch"),
+            ("postgres", "dsn"): pg_dsn,
+            **cloud,
+        }
+        del settings[("history", "path")]  # each machine's own history, in its state dir
+        env = {**command_env(write_config(home / "luigi.cfg", settings)), "LUIGI_TASKS_STATE_DIR": str(home / "state")}
+        machines.append((home, env))
+    command = [str(REPO / "bin/backfill"), *args, "--sinks", sinks,
+               "--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid_port), "--worker-keep-alive",
+               "--no-lock", "--workers", "2"]  # fmt: skip
+    runs = [subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for home, env in machines]  # fmt: skip
+    outputs = finish(runs, timeout=120)
+    for run, output in zip(runs, outputs, strict=True):
+        assert run.returncode in (0, 10, 25), output[-3000:]  # see test_two_workers_on_one_backfill_do_each_month_once
+
+    recorded = [r for home, _ in machines for r in history.runs(home / "state/history.sqlite", limit=1000)]
+    assert [r for r in recorded if r["status"] not in ("DONE", "SKIPPED")] == []
+    recorded = [r for r in recorded if r["status"] == "DONE"]  # SKIPPED: handed out again, found done
+    ran = [r["task_id"] for r in recorded]
+    assert len(ran) == len(set(ran)), "a task ran twice"
+    assert {r["host"] for r in recorded}, "nothing ran"
+    return machines, recorded
+
+
 def test_two_machines_share_one_backfill_through_luigid_and_a_gcs_lake(
     luigid,  # noqa: F811 - the fixture
     server,
@@ -289,37 +324,10 @@ def test_two_machines_share_one_backfill_through_luigid_and_a_gcs_lake(
         serve_csv_month(server, "green", when, GREEN_HEAD)
     serve_zones(server)
     root = f"gs://{gcs_bucket}/lake"
-    machines = []
-    for name in ("a", "b"):
-        home = tmp_path / name
-        home.mkdir()
-        settings = {
-            **pipeline_settings(server, home / "unused"),
-            ("lake", "root"): root,
-            ("lake", "scratch"): str(home / "scratch"),
-            ("postgres", "dsn"): pg_dsn,
-            ("gcp", "project"): PROJECT,
-            ("gcp", "dataset"): bigquery_dataset,
-            ("gcp", "bucket"): gcs_bucket,
-        }
-        del settings[("history", "path")]  # each machine's own history, in its state dir
-        env = {**command_env(write_config(home / "luigi.cfg", settings)), "LUIGI_TASKS_STATE_DIR": str(home / "state")}
-        machines.append((home, env))
-    command = [str(REPO / "bin/backfill"), "yellow,green", months[0], months[-1], "--sinks", "lake,postgres,bigquery",
-               "--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid), "--worker-keep-alive", "--no-lock",
-               "--workers", "2"]  # fmt: skip
-    runs = [subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for home, env in machines]  # fmt: skip
-    outputs = finish(runs, timeout=120)
-    for run, output in zip(runs, outputs, strict=True):
-        assert run.returncode in (0, 10, 25), output[-3000:]  # see test_two_workers_on_one_backfill_do_each_month_once
-
-    recorded = [r for home, _ in machines for r in history.runs(home / "state/history.sqlite", limit=1000)]
-    assert [r for r in recorded if r["status"] not in ("DONE", "SKIPPED")] == []
-    recorded = [r for r in recorded if r["status"] == "DONE"]  # SKIPPED: handed out again, found done
-    ran = [r["task_id"] for r in recorded]
-    assert len(ran) == len(set(ran)), "a task ran twice"
-    assert {r["host"] for r in recorded}, "nothing ran"
+    cloud = {("gcp", "project"): PROJECT, ("gcp", "dataset"): bigquery_dataset, ("gcp", "bucket"): gcs_bucket}
+    machines, recorded = two_machines_backfill(
+        luigid, server, tmp_path, pg_dsn, root, cloud, ["yellow,green", months[0], months[-1]], "lake,postgres,bigquery"
+    )
     families = [r["task_family"] for r in recorded]
     for family in ("DownloadTripData", "ToParquet", "LoadToPostgres", "LoadToBigQuery"):
         assert families.count(family) == 6, (family, families)
@@ -337,3 +345,27 @@ def test_two_machines_share_one_backfill_through_luigid_and_a_gcs_lake(
                     f"SELECT COUNT(*) FROM `{table}` WHERE source_month = DATE '{when}-01'"
                 ).to_arrow(create_bqstorage_client=False)
                 assert counted.column(0)[0].as_py() == rows
+
+
+def test_two_machines_share_one_backfill_through_luigid_and_an_azure_lake(
+    luigid,  # noqa: F811 - the fixture
+    server,
+    tmp_path,
+    pg_dsn,
+    azure_env,
+    azure_container,
+):
+    """The set-up of the GCS case above, unchanged but for the root: every task once, counts exact."""
+    months = ["2020-07", "2020-08"]
+    for when in months:
+        serve_csv_month(server, "yellow", when, YELLOW_HEAD)
+    serve_zones(server)
+    root = f"az://{azure_container}/lake"
+    _, recorded = two_machines_backfill(
+        luigid, server, tmp_path, pg_dsn, root, {}, ["yellow", months[0], months[-1]], "lake,postgres"
+    )
+    families = [r["task_family"] for r in recorded]
+    for family in ("DownloadTripData", "ToParquet", "LoadToPostgres"):
+        assert families.count(family) == 2, (family, families)
+    for when in months:
+        assert pg_count(pg_dsn, "yellow_tripdata", when) == manifest_rows(root, "yellow", when) == 266
