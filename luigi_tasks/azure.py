@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,6 @@ from luigi_tasks.files import Fingerprints, fingerprints_of
 BLOCK_BYTES = 8 << 20  # a retry resends one block, not the file
 CONTENT_TYPE = "application/vnd.apache.parquet"
 
-log = logging.getLogger(__name__)
 
 Progress = Callable[[int, "int | None"], None]
 
