@@ -20,6 +20,8 @@ setup(
         "google-cloud-storage>=2.14",
         "google-cloud-bigquery>=3.20",
         "boto3>=1.34",
+        "azure-storage-blob>=12.19",  # the Azure lake's uploads and the azure sink
+        "azure-identity>=1.15",  # DefaultAzureCredential, the end of Azure's standard chain
         "duckdb>=1.1",  # the test extras pin 1.5.5, which this allows
         "isal>=1.6",  # ISA-L's gzip: inflates a .csv.gz in 40% of zlib's time
         # Zone ids of 2009-2010's coordinates, from the TLC's zone shapefile (luigi_tasks/data/taxi_zones.zip).

@@ -1,8 +1,9 @@
-"""NYC TLC trip records into a data lake (local, GCS or S3) and, through sinks, a warehouse, as a Luigi task graph.
+"""NYC TLC trip records into a data lake (local, GCS, S3 or Azure) and, through sinks, a warehouse, as Luigi tasks.
 
 `luigi --module luigi_tasks <Task>` finds every public task here.
 """
 
+from luigi_tasks.tasks.azure import UploadToAzure, UploadZonesToAzure
 from luigi_tasks.tasks.backfill import Backfill
 from luigi_tasks.tasks.bigquery import BigQueryExternalTable, LoadToBigQuery, LoadZonesToBigQuery
 from luigi_tasks.tasks.duckdb import LoadToDuckDB, LoadZonesToDuckDB
@@ -17,8 +18,10 @@ __all__ = [
     "BigQueryExternalTable",
     "LoadToBigQuery",
     "LoadZonesToBigQuery",
+    "UploadToAzure",
     "UploadToGCS",
     "UploadToS3",
+    "UploadZonesToAzure",
     "UploadZonesToGCS",
     "UploadZonesToS3",
     "DownloadTripData",

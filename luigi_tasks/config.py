@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import configparser
 import datetime as dt
+import hashlib
 import os
 import re
 import string
@@ -170,8 +171,9 @@ class tlc(_Section):  # noqa: N801 - the class name is the config section's name
 class lake(_Section):  # noqa: N801
     root = luigi.Parameter(
         default="lake",
-        description="The lake: a local directory (relative to the working dir), gs://bucket/prefix or "
-        "s3://bucket/prefix; every worker on every machine must see the same one",
+        description="The lake: a local directory (relative to the working dir), gs://bucket/prefix, "
+        "s3://bucket/prefix or az://container/prefix (abfs:// and abfss:// too); every worker on every machine "
+        "must see the same one",
     )
     scratch = luigi.Parameter(
         default="",
@@ -195,7 +197,7 @@ class lake(_Section):  # noqa: N801
         """The lake, checked once per process: a forked worker process makes its own store client (one
         inherited across fork is not safe to use). Emulator endpoints are part of what it is."""
         endpoints = tuple(os.environ.get(v, "") for v in ("STORAGE_EMULATOR_HOST", "AWS_ENDPOINT_URL"))
-        return open_lake(self.root, self.scratch, (*endpoints, str(os.getpid())))
+        return open_lake(self.root, self.scratch, (*endpoints, azure_endpoint(), str(os.getpid())))
 
 
 class postgres(_Section):  # noqa: N801
@@ -386,6 +388,14 @@ _NAME_RULES = {
     "gcs_bucket": (re.compile(r"^[a-z0-9][a-z0-9_.-]{1,220}[a-z0-9]$"), "a GCS bucket name"),
     "dataset": (re.compile(r"^[A-Za-z0-9_]{1,1024}$"), "a BigQuery dataset id (letters, digits, underscores)"),
     "s3_bucket": (re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"), "an S3 bucket name"),
+    "azure_container": (
+        re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"),
+        "an Azure container name (3 to 63 lowercase letters, digits and single hyphens)",
+    ),
+    "azure_account": (
+        re.compile(r"^[a-z0-9]{3,24}$"),
+        "an Azure storage account name (3 to 24 lowercase letters, digits)",
+    ),
 }
 
 
@@ -423,3 +433,25 @@ class s3(_Section):  # noqa: N801
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         _check_name(self.bucket, "s3_bucket", "[s3] bucket")
+
+
+class azure(_Section):  # noqa: N801
+    account = luigi.Parameter(
+        default="",
+        description="Storage account of the mirror and of an az:// lake; empty: the one "
+        "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_NAME names. Credentials: Azure's standard chain, "
+        "never this file",
+    )
+    container = luigi.Parameter(default="", description="Container of the mirror (it must exist)")
+    prefix = luigi.Parameter(default="raw", description="Blob prefix: {container}/{prefix}/{service}/{year}/...")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _check_name(self.account, "azure_account", "[azure] account")
+        _check_name(self.container, "azure_container", "[azure] container")
+
+
+def azure_endpoint() -> str:
+    """Which Azure endpoint and credential are in force, as a digest (it keys a cache, and is a secret)."""
+    found = os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "") + os.environ.get("AZURE_STORAGE_ACCOUNT_NAME", "")
+    return hashlib.sha256(found.encode()).hexdigest()[:16] if found else ""

@@ -37,6 +37,7 @@ from luigi_tasks.parameters import named_as
 gcs = lazy_module("luigi_tasks.gcs")
 bigquery = lazy_module("luigi_tasks.bigquery")
 s3 = lazy_module("luigi_tasks.s3")
+azure = lazy_module("luigi_tasks.azure")
 postgres = lazy_module("luigi_tasks.postgres")
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -493,6 +494,21 @@ def check_s3() -> list[Check]:
     return [credentials, Check(OK, f"s3 bucket {settings.bucket}", "exists")]
 
 
+def check_azure() -> list[Check]:
+    """Azure's standard chain names an account and a credential (which one is said, never its value), and
+    [azure] container exists in it."""
+    from luigi_tasks.tasks import azure as azure_sink
+
+    try:
+        account = azure.account(config.azure().account)
+    except azure.AccountError as exc:
+        return [Check(FAIL, "azure credentials", str(exc))]
+    credentials = Check(OK, "azure credentials", f"account {account.name}, from {account.source}")
+    container = azure_sink.container()
+    azure.check_container(azure_sink.service(), container)
+    return [credentials, Check(OK, f"azure container {container}", "exists")]
+
+
 # Each sink's checks; the lake's are run for every sink (they all read the lake). A sink not named here is
 # reported as unchecked.
 SINK_CHECKS: dict[str, Callable[[], list[Check]]] = {
@@ -502,6 +518,7 @@ SINK_CHECKS: dict[str, Callable[[], list[Check]]] = {
     "gcs": check_gcs,
     "bigquery": check_bigquery,
     "s3": check_s3,
+    "azure": check_azure,
 }
 
 

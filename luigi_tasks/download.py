@@ -62,6 +62,15 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+_SIGNED = re.compile(r"(?i)\b(sig|signature|accountkey|sharedaccesssignature)=[^&;\s'\"]+")
+
+
+def redact_urls(text: str) -> str:
+    """A message with every URL in it redacted, and any signature or key written as name=value masked."""
+    text = re.sub(r"https?://\S+", lambda url: redact_url(url.group(0).rstrip(":,)'\"")), text)
+    return _SIGNED.sub(lambda found: f"{found.group(1)}=***", text)
+
+
 def payload_kind(url_or_path: str) -> str:
     """'csv.gz', 'csv' or 'parquet', from the file name's ending."""
     name = urlsplit(str(url_or_path)).path.lower()

@@ -108,18 +108,26 @@ class Fingerprints:
     size: int
     crc32c: str  # base64, as GCS reports it
     s3_etag: str  # as S3 reports it for an upload in S3_PART_BYTES parts (a plain MD5 below that size)
+    md5: str = ""  # base64, as Azure's Content-MD5; empty in manifests written before it was recorded
 
 
 def fingerprints_of(path: Path) -> Fingerprints:
-    """One pass over the file: its size, crc32c and S3 multipart ETag."""
+    """One pass over the file: its size, crc32c, S3 multipart ETag and MD5."""
     crc = google_crc32c.Checksum()
+    whole = hashlib.md5()
     part_md5s = []
     with open(path, "rb") as source:
         while chunk := source.read(S3_PART_BYTES):
             crc.update(chunk)
+            whole.update(chunk)
             part_md5s.append(hashlib.md5(chunk).digest())
     if len(part_md5s) <= 1:
         etag = (part_md5s[0] if part_md5s else hashlib.md5(b"").digest()).hex()
     else:
         etag = f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
-    return Fingerprints(size=path.stat().st_size, crc32c=base64.b64encode(crc.digest()).decode(), s3_etag=etag)
+    return Fingerprints(
+        size=path.stat().st_size,
+        crc32c=base64.b64encode(crc.digest()).decode(),
+        s3_etag=etag,
+        md5=base64.b64encode(whole.digest()).decode(),
+    )

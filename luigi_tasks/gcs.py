@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from luigi_tasks import config
-from luigi_tasks.download import redact_url
+from luigi_tasks.download import redact_urls
 from luigi_tasks.errors import PipelineError
 from luigi_tasks.files import fingerprints_of
 
@@ -62,7 +61,7 @@ def client(settings: config.gcp) -> Client:
 def describe(exc: gexc.GoogleAPIError) -> str:
     """The client's error without URLs' query strings: a resumable upload's session id is a credential."""
     text = exc.message if isinstance(exc, gexc.GoogleAPICallError) else str(exc)
-    return re.sub(r"https?://\S+", lambda url: redact_url(url.group(0).rstrip(":,)'\"")), text)
+    return redact_urls(text)
 
 
 def bucket_or_error(gcs: Client, name: str) -> storage.Bucket:

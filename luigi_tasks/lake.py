@@ -1,6 +1,8 @@
 """The lake: where its files live and how they are listed, read and published, on any storage.
 
-`[lake] root` is a local directory, `gs://bucket/prefix` or `s3://bucket/prefix`. Keys are paths below it:
+`[lake] root` is a local directory, `gs://bucket/prefix`, `s3://bucket/prefix` or `az://container/prefix`
+(also spelt `abfs://` or `abfss://`, with or without `container@ACCOUNT.dfs.core.windows.net`). Keys are paths
+below it:
 
     {service}/{year}/{service}_tripdata_{year}-{month}.parquet    canonical Parquet
     {service}/{year}/_{service}_tripdata_{year}-{month}.json      its manifest and fingerprints
@@ -9,7 +11,8 @@
     raw/{service}/_{file as published}.json                       the source's validators of a download
     raw/_refused/{service}/{UTC time}_{file as published}          downloads conversion refused, kept to inspect
 
-Nothing else builds lake paths. Listing and reading go through pyarrow.fs. A file appears whole or not
+Nothing else builds lake paths. Listing and reading go through pyarrow.fs (on Azure, a pyarrow file system over
+the official client: azure_fs.py). A file appears whole or not
 at all: on a local disk by renaming a finished part file; on an object store by staging it in local
 scratch and uploading it with the service's official client, which makes the object visible only once
 the upload is complete and verified. The manifest (`_*.json`, ignored by pyarrow datasets and by
@@ -25,6 +28,7 @@ import datetime as dt
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -36,14 +40,18 @@ import pyarrow.fs as pafs
 
 from luigi_tasks.catalog import Dataset
 from luigi_tasks.convert import Manifest
+from luigi_tasks.download import redact_urls
 from luigi_tasks.errors import DataError, PipelineError
 from luigi_tasks.files import Fingerprints, atomic_path, is_stale, writer_tag
 from luigi_tasks.lazy import lazy_module
 
 gcs = lazy_module("luigi_tasks.gcs")
 s3 = lazy_module("luigi_tasks.s3")
+azure = lazy_module("luigi_tasks.azure")
 
-SCHEMES = {"gs": "gcs", "s3": "s3"}
+SCHEMES = {"gs": "gcs", "s3": "s3", "az": "azure", "abfs": "azure", "abfss": "azure"}
+_EXPECTED_ROOT = "a local directory, gs://bucket/prefix, s3://bucket/prefix or az://container/prefix"
+_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _READERS = 16  # manifests read at once from an object store (each is one small GET)
 
 
@@ -105,21 +113,46 @@ class Lake:
         self.root = root
         scheme, sep, rest = root.partition("://")
         if sep and scheme not in SCHEMES:
-            raise DataError(
-                f"[lake] root {root!r}: unknown scheme {scheme}://; expected a local directory, "
-                "gs://bucket/prefix or s3://bucket/prefix"
-            )
+            raise DataError(f"[lake] root {root!r}: unknown scheme {scheme}://; expected {_EXPECTED_ROOT}")
         self.kind = SCHEMES[scheme] if sep else "local"
+        self.account = ""  # Azure's storage account, when the root names it (container@ACCOUNT.dfs...)
         if self.kind == "local":
             self.base = str(Path(root).expanduser().resolve())
             self.fs: pafs.FileSystem = pafs.LocalFileSystem()
         else:
-            self.base = rest.strip("/")
-            self.bucket, _, self.prefix = self.base.partition("/")
+            where, _, prefix = rest.strip("/").partition("/")
+            self.prefix = prefix.strip("/")
+            self.bucket = where
+            if self.kind == "azure":
+                self.bucket, _, host = where.partition("@")
+                self.account = host.partition(".")[0]
             if not self.bucket:
-                raise DataError(f"[lake] root {root!r} names no bucket; expected {scheme}://bucket/prefix")
-            self.fs = _object_store(self.kind)
+                noun = "container" if self.kind == "azure" else "bucket"
+                raise DataError(f"[lake] root {root!r} names no {noun}; expected {scheme}://{noun}/prefix")
+            if self.kind == "azure" and not _CONTAINER.match(self.bucket):
+                raise DataError(
+                    f"[lake] root {root!r}: {self.bucket!r} is not an Azure container name; expected 3 to 63 "
+                    "lowercase letters, digits and single hyphens, starting and ending with a letter or digit"
+                )
+            self.base = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+            self._uri_base = f"{scheme}://{where}" + (f"/{self.prefix}" if self.prefix else "")
+            self.fs = self._object_store()
         self.scratch = Path(scratch or tempfile.gettempdir()) / "luigi_tasks"
+
+    def _object_store(self) -> pafs.FileSystem:
+        if self.kind != "azure":
+            return _object_store(self.kind)
+        from luigi_tasks import azure_fs
+
+        return azure_fs.filesystem(azure.client(self.azure_account))
+
+    @functools.cached_property
+    def azure_account(self) -> azure.Account:
+        """The storage account of an Azure lake, with the credential of Azure's standard chain."""
+        try:
+            return azure.account(self.account or _azure_settings().account)
+        except azure.AccountError as exc:
+            raise PipelineError(f"[lake] root {self.root}: {exc}") from None
 
     @property
     def is_local(self) -> bool:
@@ -134,10 +167,10 @@ class Lake:
         return f"{self.base}/{key}" if key else self.base
 
     def uri(self, key: str = "") -> str:
-        """Where a key is, as a person (or BigQuery) names it: a local path, gs://... or s3://..."""
+        """Where a key is, as a person (or BigQuery) names it: a local path, or the root's URI and the key."""
         if self.is_local:
             return self._path(key)
-        return f"{'gs' if self.kind == 'gcs' else 's3'}://{self._path(key)}"
+        return f"{self._uri_base}/{key}" if key else self._uri_base
 
     def local_path(self, key: str) -> Path:
         """The file of a key in a local lake (only there do files have local paths)."""
@@ -162,7 +195,8 @@ class Lake:
             _check_writable(self.root, Path(self.base))
             return
         if info.type != pafs.FileType.Directory:
-            raise PipelineError(f"[lake] root {self.root}: bucket {self.bucket} does not exist (or cannot be seen)")
+            noun = "container" if self.kind == "azure" else "bucket"
+            raise PipelineError(f"[lake] root {self.root}: {noun} {self.bucket} does not exist (or cannot be seen)")
 
     def exists(self, key: str) -> bool:
         return self._info(key).type == pafs.FileType.File
@@ -247,6 +281,8 @@ class Lake:
                 shutil.copyfile(path, part)
         elif self.kind == "gcs":
             gcs.upload_file(gcs.client(_gcp_settings()), path, self.bucket, self.object_name(key))
+        elif self.kind == "azure":
+            azure.upload_file(self.fs.handler.service, path, self.bucket, self.object_name(key))
         else:
             s3.upload_file(s3.client(), path, self.bucket, self.object_name(key))
 
@@ -332,7 +368,8 @@ class Lake:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The store's error in one line; its URLs without their query (an error may quote a request URL with a SAS)."""
+    return redact_urls(" ".join(str(exc).split()) or type(exc).__name__)
 
 
 def _gcp_settings():
@@ -341,7 +378,13 @@ def _gcp_settings():
     return config.gcp()
 
 
-def _object_store(kind: str) -> pafs.FileSystem:
+def _azure_settings():
+    from luigi_tasks import config
+
+    return config.azure()
+
+
+def _object_store(kind: str) -> pafs.FileSystem:  # gs:// and s3://
     """pyarrow's client for the store, pointed at an emulator by the same variables the official clients read."""
     if kind == "gcs":
         emulator = os.environ.get("STORAGE_EMULATOR_HOST")

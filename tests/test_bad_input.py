@@ -14,7 +14,7 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 
-from luigi_tasks import IngestMonth, ToParquet, UploadToGCS, UploadToS3, config
+from luigi_tasks import IngestMonth, ToParquet, UploadToAzure, UploadToGCS, UploadToS3, config
 from luigi_tasks.catalog import FHV, YELLOW
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.errors import DataError, PipelineError
@@ -137,6 +137,10 @@ def test_object_prefixes_from_config_are_plain(prefix):
         (("gcp", "bucket"), "b..x"),
         (("s3", "bucket"), "Bucket_With_Upper"),
         (("s3", "bucket"), "../etc"),
+        (("azure", "container"), "Trips_2020"),
+        (("azure", "container"), "../etc"),
+        (("azure", "container"), "two--hyphens"),
+        (("azure", "account"), "account.evil.example"),
     ],
 )
 def test_cloud_names_from_config_follow_the_services_rules(key, value, lake, server):
@@ -144,8 +148,9 @@ def test_cloud_names_from_config_follow_the_services_rules(key, value, lake, ser
 
     section, name = key
     with luigi_settings({key: value}), pytest.raises(DataError, match=rf"\[{section}\] {name} .* is not an? "):
-        config.gcp() if section == "gcp" else config.s3()
-    task = (UploadToGCS if section == "gcp" else UploadToS3)(service="yellow", month=month("2020-07"))
+        getattr(config, section)()
+    upload = {"gcp": UploadToGCS, "s3": UploadToS3, "azure": UploadToAzure}[section]
+    task = upload(service="yellow", month=month("2020-07"))
     with luigi_settings({key: value}), pytest.raises(DataError):  # the task fails before any request
         task.output()
 
@@ -220,7 +225,7 @@ def test_gzip_bytes_in_a_file_named_csv_are_read_as_gzip(tmp_path):
     assert pq.read_table(tmp_path / "x.parquet").column("PULocationID")[0].as_py() == 238  # the sample's first row
 
 
-@pytest.mark.parametrize("store", ["local", "gcs", "s3"])
+@pytest.mark.parametrize("store", ["local", "gcs", "s3", "azure"])
 def test_a_refused_raw_file_is_moved_aside_and_the_next_run_downloads_it_afresh(request, store, tmp_path, lake, server):
     root = str(lake)
     if store == "gcs":
@@ -229,6 +234,8 @@ def test_a_refused_raw_file_is_moved_aside_and_the_next_run_downloads_it_afresh(
     elif store == "s3":
         request.getfixturevalue("s3_env")
         root = f"s3://{request.getfixturevalue('s3_bucket')}/lake"
+    elif store == "azure":
+        root = f"az://{request.getfixturevalue('azure_container')}/lake"
     header, *rows = YELLOW_HEAD.read_bytes().splitlines(keepends=True)
     bad = header + b"".join(rows[:3]) + rows[3].replace(b",1,1.90,", b",abc,1.90,", 1) + b"".join(rows[4:])
     serve_csv_month(server, "yellow", "2020-07", bad)

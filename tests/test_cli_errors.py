@@ -22,7 +22,7 @@ from tests.conftest import (
 )
 
 LUIGI = [str(Path(sys.executable).with_name("luigi")), "--module", "luigi_tasks"]
-SINKS = "expected one or more of lake, postgres, duckdb, gcs, bigquery, s3, separated by commas"
+SINKS = "expected one or more of lake, postgres, duckdb, gcs, bigquery, s3, azure, separated by commas"
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -93,8 +93,8 @@ def test_an_unknown_task_is_one_line_naming_the_tasks_and_exits_40(tmp_path, ser
     assert done.stderr.strip().splitlines() == [
         f"no task named {task!r}{hint}; luigi_tasks' tasks are Backfill, BigQueryExternalTable, DownloadTripData,"
         " DownloadZones, IngestMonth, LoadToBigQuery, LoadToDuckDB, LoadToPostgres, LoadZonesToBigQuery,"
-        " LoadZonesToDuckDB, LoadZonesToPostgres, ToParquet, TransferS3ToGCS, UploadToGCS, UploadToS3,"
-        " UploadZonesToGCS, UploadZonesToS3, ZonesToParquet"
+        " LoadZonesToDuckDB, LoadZonesToPostgres, ToParquet, TransferS3ToGCS, UploadToAzure, UploadToGCS, UploadToS3,"
+        " UploadZonesToAzure, UploadZonesToGCS, UploadZonesToS3, ZonesToParquet"
     ]
     assert not (tmp_path / "lake").exists()
 

@@ -190,6 +190,31 @@ def test_a_missing_bucket_dataset_or_s3_bucket_is_named(source, gcs_bucket, bigq
     ]
 
 
+def test_the_azure_sink_names_its_credentials_source_and_a_missing_container(source, azure_container, monkeypatch,
+                                                                             capsys):  # fmt: skip
+    with luigi_settings({("azure", "container"): azure_container}):
+        code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01", "--sinks", "azure")
+    assert code == 0, lines
+    assert "ok   azure credentials: account devstoreaccount1, from AZURE_STORAGE_CONNECTION_STRING" in lines
+    assert f"ok   azure container {azure_container}: exists" in lines
+    with luigi_settings({("azure", "container"): "no-such-doctor-container"}):
+        code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01", "--sinks", "azure")
+    assert code == 1
+    assert [line for line in lines if line.startswith("FAIL")] == [
+        "FAIL azure: Azure container no-such-doctor-container does not exist (or this account cannot see it): "
+        "create it first"
+    ]
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+    code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01", "--sinks", "azure")
+    assert code == 1
+    assert [line for line in lines if line.startswith("FAIL")] == [
+        "FAIL azure credentials: no Azure storage account: set AZURE_STORAGE_ACCOUNT_NAME (or "
+        "AZURE_STORAGE_CONNECTION_STRING), [azure] account, or name it in the root as "
+        "abfss://container@ACCOUNT.dfs.core.windows.net/prefix"
+    ]
+    assert "AccountKey" not in "\n".join(lines)
+
+
 @pytest.fixture
 def eu_dataset(bigquery_client) -> Iterator[str]:
     """A dataset in the EU location (bqemulator keeps the location it is given)."""
@@ -387,14 +412,15 @@ def test_a_lake_on_object_storage_is_probed_and_left_as_it_was(source, remote_la
     scratch = Path(tempfile.gettempdir()) / "luigi_tasks"
     assert any(line.startswith(f"ok   disk for scratch {scratch}: needs ~") for line in lines)
     # Nothing is left but, on S3, the zero-byte "lake/" marker pyarrow keeps when it empties a "directory".
-    assert remote_lake.keys() == ([] if remote_lake.kind == "gcs" else [""])
+    assert remote_lake.keys() == ([""] if remote_lake.kind == "s3" else [])
 
     scheme = remote_lake.root.split("://")[0]
+    noun = "container" if remote_lake.kind == "azure" else "bucket"
     with luigi_settings({("lake", "root"): f"{scheme}://no-such-doctor-bucket/lake"}):
         code, lines = doctor_lines(capsys, "yellow", "2019-01", "2019-01")
     assert code == 1
     assert (
-        f"FAIL lake: [lake] root {scheme}://no-such-doctor-bucket/lake: bucket no-such-doctor-bucket does not exist"
+        f"FAIL lake: [lake] root {scheme}://no-such-doctor-bucket/lake: {noun} no-such-doctor-bucket does not exist"
         " (or cannot be seen)"
     ) in lines
 

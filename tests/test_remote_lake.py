@@ -1,4 +1,4 @@
-"""The lake on object storage: fake-gcs-server and moto S3 behind a proxy that sees every request.
+"""The lake on object storage: fake-gcs-server, moto S3 and Azurite behind a proxy that sees every request.
 
 The whole main job into the lake and PostgreSQL, a rerun that reads no data file, a run killed while it
 publishes, a root that is not a lake, and two workers of one luigid with nothing shared but the lake.
@@ -46,13 +46,17 @@ GREEN_HEAD = (DATA / "green_tripdata_2019-01_head99.csv").read_bytes()
 @dataclass
 class RemoteLake:
     kind: str
-    root: str  # gs://bucket/lake or s3://bucket/lake
+    root: str  # gs://bucket/lake, s3://bucket/lake or az://container/lake
     server: object  # the emulator (its .url)
     variable: str  # the environment variable that points the clients at it
     keys: callable  # () -> sorted keys under the root
+    value: callable = str  # the variable's value that points the clients at a URL
+
+    def point(self, monkeypatch, url: str) -> None:
+        monkeypatch.setenv(self.variable, self.value(url))
 
 
-@pytest.fixture(params=["gcs", "s3"])
+@pytest.fixture(params=["gcs", "s3", "azure"])
 def remote_lake(request) -> RemoteLake:
     if request.param == "gcs":
         server = request.getfixturevalue("gcs_server")
@@ -62,6 +66,17 @@ def remote_lake(request) -> RemoteLake:
             return sorted(b.name.removeprefix("lake/") for b in client.list_blobs(bucket, prefix="lake/"))
 
         return RemoteLake("gcs", f"gs://{bucket}/lake", server, "STORAGE_EMULATOR_HOST", keys)
+    if request.param == "azure":
+        server = request.getfixturevalue("azure_env")
+        container = request.getfixturevalue("azure_client").get_container_client(
+            request.getfixturevalue("azure_container")
+        )
+
+        def keys() -> list[str]:
+            return sorted(b.name.removeprefix("lake/") for b in container.list_blobs(name_starts_with="lake/"))
+
+        root = f"az://{container.container_name}/lake"
+        return RemoteLake("azure", root, server, "AZURE_STORAGE_CONNECTION_STRING", keys, server.connection_string)
     server = request.getfixturevalue("s3_env")
     client, bucket = request.getfixturevalue("s3_client"), request.getfixturevalue("s3_bucket")
 
@@ -108,7 +123,7 @@ def manifest_rows(root: str, dataset_name: str, when: str | None) -> int:
 
 
 def _endpoints() -> tuple[str, ...]:
-    return tuple(os.environ.get(v, "") for v in ("STORAGE_EMULATOR_HOST", "AWS_ENDPOINT_URL"))
+    return (*(os.environ.get(v, "") for v in ("STORAGE_EMULATOR_HOST", "AWS_ENDPOINT_URL")), config.azure_endpoint())
 
 
 def pg_count(dsn: str, table: str, when: str | None = None) -> int:
@@ -167,10 +182,13 @@ def test_a_run_killed_while_publishing_to_the_lake_leaves_nothing_that_looks_don
     # The run's requests pass through a proxy that holds the Parquet's upload until the run is killed, then
     # drops it: the upload never completes, as when a machine dies mid-upload.
     proxy = FaultProxy(remote_lake.server.url).start()
-    monkeypatch.setenv(remote_lake.variable, proxy.url)
+    remote_lake.point(monkeypatch, proxy.url)
     if remote_lake.kind == "gcs":
         upload = proxy.inject("POST", r"uploadType=(multipart|resumable)", "cut", before=lambda: killed.wait(60),
                                           body=r"yellow_tripdata_2020-07\.parquet")  # fmt: skip
+    elif remote_lake.kind == "azure":  # the commit of its blocks: they stay staged, uncommitted, invisible
+        upload = proxy.inject("PUT", r"yellow_tripdata_2020-07\.parquet\?.*comp=blocklist", "cut",
+                                          before=lambda: killed.wait(60))  # fmt: skip
     else:
         upload = proxy.inject("PUT", r"yellow_tripdata_2020-07\.parquet", "cut",
                                           before=lambda: killed.wait(60))  # fmt: skip
@@ -194,7 +212,7 @@ def test_a_run_killed_while_publishing_to_the_lake_leaves_nothing_that_looks_don
     finally:
         killed.set()
         proxy.stop()
-        monkeypatch.setenv(remote_lake.variable, remote_lake.server.url)
+        remote_lake.point(monkeypatch, remote_lake.server.url)
     keys = remote_lake.keys()
     assert "yellow/2020/yellow_tripdata_2020-07.parquet" not in keys
     assert "yellow/2020/_yellow_tripdata_2020-07.json" not in keys
@@ -222,6 +240,24 @@ def test_a_root_that_is_not_a_lake_is_one_line(tmp_path, gcs_env, s3_env):
         open_lake(str(a_file), "", ())
 
 
+def test_an_azure_root_that_is_not_a_lake_is_one_line(azure_env, azure_container, monkeypatch):
+    with pytest.raises(DataError, match=r"^\[lake\] root 'az://' names no container; expected az://container/prefix$"):
+        Lake("az://")
+    with pytest.raises(DataError, match=r"^\[lake\] root 'abfss://Trips_2020/x': 'Trips_2020' is not an Azure"):
+        Lake("abfss://Trips_2020/x")
+    with pytest.raises(PipelineError, match=r"^\[lake\] root az://no-such-container/x: container no-such-container"):
+        open_lake("az://no-such-container/x", "", _endpoints())
+    assert open_lake(f"abfs://{azure_container}/x", "", _endpoints()).uri("k") == f"abfs://{azure_container}/x/k"
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+    with pytest.raises(PipelineError, match=r"^\[lake\] root az://c0ntainer/x: no Azure storage account") as raised:
+        Lake("az://c0ntainer/x")
+    assert "\n" not in str(raised.value)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "AccountName=devstoreaccount1;AccountKey=")
+    with pytest.raises(PipelineError, match=r"lacks AccountName and AccountKey") as raised:
+        Lake("az://c0ntainer/x")
+    assert "devstoreaccount1" not in str(raised.value)
+
+
 def finish(runs: list[subprocess.Popen], timeout: float) -> list[str]:
     """The outputs of runs that must all end within `timeout`; if one does not, all are killed and shown."""
     deadline = time.monotonic() + timeout
@@ -235,6 +271,41 @@ def finish(runs: list[subprocess.Popen], timeout: float) -> list[str]:
             f"the runs did not end within {timeout:.0f} s:\n"
             + "\n-----\n".join("\n".join(lines[-40:]) for lines in shown)
         )
+
+
+def two_machines_backfill(luigid_port, server, tmp_path, pg_dsn, root, cloud, args, sinks):
+    """bin/backfill ARGS on two "machines" (own working, scratch and state directories) sharing only luigid and
+    the lake; every run must end well. Returns the machines (home, env) and the tasks that ran (history DONE)."""
+    machines = []
+    for name in ("a", "b"):
+        home = tmp_path / name
+        home.mkdir()
+        settings = {
+            **pipeline_settings(server, home / "unused"),
+            ("lake", "root"): root,
+            ("lake", "scratch"): str(home / "scratch"),
+            ("postgres", "dsn"): pg_dsn,
+            **cloud,
+        }
+        del settings[("history", "path")]  # each machine's own history, in its state dir
+        env = {**command_env(write_config(home / "luigi.cfg", settings)), "LUIGI_TASKS_STATE_DIR": str(home / "state")}
+        machines.append((home, env))
+    command = [str(REPO / "bin/backfill"), *args, "--sinks", sinks,
+               "--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid_port), "--worker-keep-alive",
+               "--no-lock", "--workers", "2"]  # fmt: skip
+    runs = [subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for home, env in machines]  # fmt: skip
+    outputs = finish(runs, timeout=120)
+    for run, output in zip(runs, outputs, strict=True):
+        assert run.returncode in (0, 10, 25), output[-3000:]  # see test_two_workers_on_one_backfill_do_each_month_once
+
+    recorded = [r for home, _ in machines for r in history.runs(home / "state/history.sqlite", limit=1000)]
+    assert [r for r in recorded if r["status"] not in ("DONE", "SKIPPED")] == []
+    recorded = [r for r in recorded if r["status"] == "DONE"]  # SKIPPED: handed out again, found done
+    ran = [r["task_id"] for r in recorded]
+    assert len(ran) == len(set(ran)), "a task ran twice"
+    assert {r["host"] for r in recorded}, "nothing ran"
+    return machines, recorded
 
 
 def test_two_machines_share_one_backfill_through_luigid_and_a_gcs_lake(
@@ -255,37 +326,10 @@ def test_two_machines_share_one_backfill_through_luigid_and_a_gcs_lake(
         serve_csv_month(server, "green", when, GREEN_HEAD)
     serve_zones(server)
     root = f"gs://{gcs_bucket}/lake"
-    machines = []
-    for name in ("a", "b"):
-        home = tmp_path / name
-        home.mkdir()
-        settings = {
-            **pipeline_settings(server, home / "unused"),
-            ("lake", "root"): root,
-            ("lake", "scratch"): str(home / "scratch"),
-            ("postgres", "dsn"): pg_dsn,
-            ("gcp", "project"): PROJECT,
-            ("gcp", "dataset"): bigquery_dataset,
-            ("gcp", "bucket"): gcs_bucket,
-        }
-        del settings[("history", "path")]  # each machine's own history, in its state dir
-        env = {**command_env(write_config(home / "luigi.cfg", settings)), "LUIGI_TASKS_STATE_DIR": str(home / "state")}
-        machines.append((home, env))
-    command = [str(REPO / "bin/backfill"), "yellow,green", months[0], months[-1], "--sinks", "lake,postgres,bigquery",
-               "--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid), "--worker-keep-alive", "--no-lock",
-               "--workers", "2"]  # fmt: skip
-    runs = [subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for home, env in machines]  # fmt: skip
-    outputs = finish(runs, timeout=120)
-    for run, output in zip(runs, outputs, strict=True):
-        assert run.returncode in (0, 10, 25), output[-3000:]  # see test_two_workers_on_one_backfill_do_each_month_once
-
-    recorded = [r for home, _ in machines for r in history.runs(home / "state/history.sqlite", limit=1000)]
-    assert [r for r in recorded if r["status"] not in ("DONE", "SKIPPED")] == []
-    recorded = [r for r in recorded if r["status"] == "DONE"]  # SKIPPED: handed out again, found done
-    ran = [r["task_id"] for r in recorded]
-    assert len(ran) == len(set(ran)), "a task ran twice"
-    assert {r["host"] for r in recorded}, "nothing ran"
+    cloud = {("gcp", "project"): PROJECT, ("gcp", "dataset"): bigquery_dataset, ("gcp", "bucket"): gcs_bucket}
+    machines, recorded = two_machines_backfill(
+        luigid, server, tmp_path, pg_dsn, root, cloud, ["yellow,green", months[0], months[-1]], "lake,postgres,bigquery"
+    )
     families = [r["task_family"] for r in recorded]
     for family in ("DownloadTripData", "ToParquet", "LoadToPostgres", "LoadToBigQuery"):
         assert families.count(family) == 6, (family, families)
@@ -303,3 +347,27 @@ def test_two_machines_share_one_backfill_through_luigid_and_a_gcs_lake(
                     f"SELECT COUNT(*) FROM `{table}` WHERE source_month = DATE '{when}-01'"
                 ).to_arrow(create_bqstorage_client=False)
                 assert counted.column(0)[0].as_py() == rows
+
+
+def test_two_machines_share_one_backfill_through_luigid_and_an_azure_lake(
+    luigid,  # noqa: F811 - the fixture
+    server,
+    tmp_path,
+    pg_dsn,
+    azure_env,
+    azure_container,
+):
+    """The set-up of the GCS case above, unchanged but for the root: every task once, counts exact."""
+    months = ["2020-07", "2020-08"]
+    for when in months:
+        serve_csv_month(server, "yellow", when, YELLOW_HEAD)
+    serve_zones(server)
+    root = f"az://{azure_container}/lake"
+    _, recorded = two_machines_backfill(
+        luigid, server, tmp_path, pg_dsn, root, {}, ["yellow", months[0], months[-1]], "lake,postgres"
+    )
+    families = [r["task_family"] for r in recorded]
+    for family in ("DownloadTripData", "ToParquet", "LoadToPostgres"):
+        assert families.count(family) == 2, (family, families)
+    for when in months:
+        assert pg_count(pg_dsn, "yellow_tripdata", when) == manifest_rows(root, "yellow", when) == 266

@@ -141,3 +141,45 @@ def test_no_secret_in_logs_errors_history_webhooks_or_the_lake(
     secrets = [password, WRONG_PASSWORD, WEBHOOK_TOKEN, GCP_PRIVATE_KEY, "url-signature-secret", *SECRETS.values()]
     leaked = [secret for secret in secrets if secret in everything]
     assert leaked == []
+
+
+def test_no_azure_key_or_sas_in_logs_errors_history_or_the_lake(
+    tmp_path, server, azure_env, azure_client, azure_container, monkeypatch
+):
+    """An Azure lake and the azure mirror with DEBUG logs, then runs refused for a wrong key and a bad SAS."""
+    from tests.conftest import serve_csv_month, serve_zones
+    from tests.emulators import AZURITE_KEY
+
+    serve_csv_month(server, "yellow", "2020-07", (TEST_DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes())
+    serve_zones(server)
+    mirror = azure_client.create_container(f"{azure_container}-mirror").container_name
+    settings = {
+        **pipeline_settings(server, tmp_path / "unused"),
+        ("lake", "root"): f"az://{azure_container}/lake",
+        ("lake", "scratch"): str(tmp_path / "scratch"),
+        ("azure", "container"): mirror,
+        ("core", "log_level"): "DEBUG",
+    }
+    env = command_env(write_config(tmp_path / "luigi.cfg", settings))
+    runs = [_run("ingest-month", ["yellow", "2020-07", "--sinks", "lake,azure"], env)]
+    assert runs[0].returncode == 0, runs[0].stderr[-3000:]
+
+    wrong_key = "d3Jvbmcta2V5LXNlY3JldA" + AZURITE_KEY[22:]  # base64, as a key is; not the account's
+    sas = "sv=2023-11-03&ss=b&srt=sco&sp=rwl&se=2099-01-01T00:00:00Z&sig=sas-signature-secret"
+    connection = azure_env.connection_string()
+    for refused in (connection.replace(AZURITE_KEY, wrong_key),
+                    connection.replace(f"AccountKey={AZURITE_KEY}", f"SharedAccessSignature={sas}")):  # fmt: skip
+        runs.append(_run("ingest-month", ["yellow", "2020-08", "--sinks", "lake,azure"],
+                         {**env, "AZURE_STORAGE_CONNECTION_STRING": refused}))  # fmt: skip
+        assert runs[-1].returncode != 0
+        assert "[lake] root az://" in runs[-1].stderr, runs[-1].stderr[-3000:]
+    blobs = [azure_client.get_blob_client(azure_container, b.name).download_blob().readall().decode("utf-8", "replace")
+             for b in azure_client.get_container_client(azure_container).list_blobs()]  # fmt: skip
+    everything = "\n".join(
+        [run.stdout + run.stderr for run in runs]
+        + blobs
+        + [json.dumps(sqlite3.connect(tmp_path / "history.sqlite").execute("SELECT * FROM runs").fetchall())]
+    )
+    assert "yellow_tripdata_2020-07" in everything and "DEBUG" in everything  # the search reads real output
+    leaked = [secret for secret in (AZURITE_KEY, wrong_key, "sas-signature-secret") if secret in everything]
+    assert leaked == []

@@ -21,7 +21,7 @@ ROWS = 266  # rows of the sample month
 
 
 @pytest.fixture
-def every_sink(pg_lake, server, gcs_bucket, bigquery_env, bigquery_dataset, s3_env, s3_bucket):
+def every_sink(pg_lake, server, gcs_bucket, bigquery_env, bigquery_dataset, s3_env, s3_bucket, request):
     serve_csv_month(server, "yellow", "2020-07", (DATA / "yellow_tripdata_2020-07_head266.csv").read_bytes())
     serve_zones(server)
     settings = {
@@ -30,6 +30,9 @@ def every_sink(pg_lake, server, gcs_bucket, bigquery_env, bigquery_dataset, s3_e
         ("gcp", "dataset"): bigquery_dataset,
         ("s3", "bucket"): s3_bucket,
     }
+    callspec = getattr(request.node, "callspec", None)
+    if (callspec.params.get("sink") if callspec else None) in ("azure", None):  # Azurite only where it is used
+        settings[("azure", "container")] = request.getfixturevalue("azure_container")
     with luigi_settings(settings):
         yield pg_lake
 
@@ -47,7 +50,7 @@ def damage(sink: str, how: str, request) -> None:
     """Corrupt ('corrupt') or remove ('remove') July's copy in a sink, as a disk, a person or a bug might."""
     lake = config.lake().open()
     key = canonical_key(YELLOW, JULY)
-    mirror_key = f"raw/{key}"  # [gcp] prefix and [s3] prefix default to raw
+    mirror_key = f"raw/{key}"  # [gcp] prefix, [s3] prefix and [azure] prefix default to raw
     if sink == "lake":
         path = lake.local_path(key)
         if how == "corrupt":
@@ -79,6 +82,9 @@ def damage(sink: str, how: str, request) -> None:
             client.put_object(Bucket=bucket, Key=mirror_key, Body=b"not the month")
         else:
             client.delete_object(Bucket=bucket, Key=mirror_key)
+    elif sink == "azure":
+        blob = request.getfixturevalue("azure_client").get_blob_client(config.azure().container, mirror_key)
+        blob.upload_blob(b"not the month", overwrite=True) if how == "corrupt" else blob.delete_blob()
     else:
         raise AssertionError(f"no way to damage the {sink} sink: add one with the sink")
 

@@ -89,7 +89,7 @@ def test_status_mistakes_are_one_line(four_months):
     assert unknown.returncode == 2
     assert unknown.stderr == (
         "status: --sinks 'lake,warehouse': expected one or more of lake, postgres, duckdb, gcs, bigquery, s3,"
-        " separated by commas\n"
+        " azure, separated by commas\n"
     )
 
 

@@ -187,7 +187,7 @@ def test_bad_parameters_are_refused_before_anything_runs():
         IngestMonth(service="yellow", month=month("2021-01"), sinks="lake,warehouse")
     assert str(error.value) == (
         "IngestMonth sinks 'lake,warehouse': expected one or more of lake, postgres, duckdb, gcs, bigquery, s3,"
-        " separated by commas"
+        " azure, separated by commas"
     )
     with pytest.raises(DataError) as error:
         IngestMonth.month.parse("2021-13")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from pathlib import Path
 
 import luigi
 
@@ -15,8 +16,8 @@ from luigi_tasks.catalog import Dataset
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import LakeEntry, canonical_key
 from luigi_tasks.lazy import lazy_module
-from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
-from luigi_tasks.tasks.lake import lake_entries, lake_is_on, lake_task, say_mirror_adds_nothing
+from luigi_tasks.tasks.base import MonthTask, ZonesTask
+from luigi_tasks.tasks.lake import MirrorUpload, lake_entries, lake_is_on, lake_task, say_mirror_adds_nothing
 
 gcs = lazy_module("luigi_tasks.gcs")
 
@@ -58,26 +59,16 @@ class GCSObjectTarget(luigi.Target):
         return blob is not None and (blob.size, blob.crc32c) == (entry.file.size, entry.file.crc32c)
 
 
-class _UploadToGCS(ReloadableTask):
+class _UploadToGCS(MirrorUpload):
     """Body of UploadToGCS and UploadZonesToGCS."""
-
-    dataset: Dataset
-    month: dt.date | None
-
-    def requires(self) -> luigi.Task:
-        return lake_task(getattr(self, "service", None), self.month)
 
     def output(self) -> GCSObjectTarget:
         return GCSObjectTarget(config.gcp().bucket, object_name(canonical_key(self.dataset, self.month)), self.input())
 
-    @unless_done
-    def run(self) -> None:
-        target, source = self.output(), self.input()
-        with source.lake.local_copy(source.key) as path:
-            uploaded = gcs.upload_file(
-                gcs.client(config.gcp()), path, target.bucket, target.name, progress=self.progress_reporter()
-            )
-        log.info("%s: %s %s", self.label, "uploaded to" if uploaded else "already at", target.uri)
+    def upload(self, path: Path, target: GCSObjectTarget) -> bool:
+        return gcs.upload_file(
+            gcs.client(config.gcp()), path, target.bucket, target.name, progress=self.progress_reporter()
+        )
 
 
 class UploadToGCS(MonthTask, _UploadToGCS):

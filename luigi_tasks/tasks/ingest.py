@@ -30,6 +30,7 @@ class IngestMonth(MonthTask, luigi.WrapperTask):
     gcs: the lake's files in gs://[gcp] bucket/[gcp] prefix/, verified by crc32c.
     bigquery: the month in [gcp] dataset.{service}_tripdata, the lookup in zones (loaded from GCS).
     s3: a mirror of the lake's files in s3://[s3] bucket/[s3] prefix/, verified by ETag.
+    azure: a mirror of the lake's files in Azure Blob Storage, [azure] container/[azure] prefix/, verified by MD5.
     duckdb: the month in prod.{service}_tripdata and the lookup in prod.zones of [duckdb] path.
 
     A month the source has not published yet (source.py) is done for now: nothing runs and nothing fails.

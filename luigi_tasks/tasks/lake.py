@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import luigi
 import pyarrow as pa
@@ -239,13 +240,36 @@ def lake_task(service: str | None, month: dt.date | None) -> ToParquet | ZonesTo
 
 
 def lake_is_on(kind: str) -> bool:
-    """Whether the lake is on that store ('gcs', 's3'): a mirror sink of the same store then adds nothing."""
+    """Whether the lake is on that store ('gcs', 's3', 'azure'): a mirror sink of the same store adds nothing."""
     return config.lake().open().kind == kind
 
 
 @functools.cache
 def say_mirror_adds_nothing(sink: str) -> None:
     log.info("the lake is already in %s (%s): the %s sink adds nothing", sink, config.lake().open().uri(), sink)
+
+
+class MirrorUpload(ReloadableTask):
+    """Body of a mirror sink's upload tasks: the lake's canonical file, copied whole to the mirror's target.
+
+    A mirror names its target (`output`, with a `uri`) and how a local file goes there (`upload`)."""
+
+    dataset: Dataset
+    month: dt.date | None
+
+    def requires(self) -> luigi.Task:
+        return lake_task(getattr(self, "service", None), self.month)
+
+    def upload(self, path: Path, target: luigi.Target) -> bool:
+        """Put the file at the target unless it already holds those bytes; True if it uploaded."""
+        raise NotImplementedError
+
+    @unless_done
+    def run(self) -> None:
+        target, source = self.output(), self.input()
+        with source.lake.local_copy(source.key) as path:
+            uploaded = self.upload(path, target)
+        log.info("%s: %s %s", self.label, "uploaded to" if uploaded else "already at", target.uri)
 
 
 class LakeSink:

@@ -7,6 +7,7 @@ When the lake itself is on S3, its files already are S3 objects: the sink adds n
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import luigi
 
@@ -14,9 +15,9 @@ from luigi_tasks import config
 from luigi_tasks.catalog import Dataset
 from luigi_tasks.lake import LakeEntry, canonical_key
 from luigi_tasks.lazy import lazy_module
-from luigi_tasks.tasks.base import MonthTask, ReloadableTask, ZonesTask, log, unless_done
+from luigi_tasks.tasks.base import MonthTask, ZonesTask, log
 from luigi_tasks.tasks.gcs import checked_prefix, mirror_name, object_name
-from luigi_tasks.tasks.lake import lake_entries, lake_is_on, lake_task, say_mirror_adds_nothing
+from luigi_tasks.tasks.lake import MirrorUpload, lake_entries, lake_is_on, lake_task, say_mirror_adds_nothing
 
 gcs = lazy_module("luigi_tasks.gcs")
 s3 = lazy_module("luigi_tasks.s3")
@@ -44,24 +45,14 @@ class S3ObjectTarget(luigi.Target):
         return stored == (entry.file.size, entry.file.s3_etag)
 
 
-class _UploadToS3(ReloadableTask):
+class _UploadToS3(MirrorUpload):
     """Body of UploadToS3 and UploadZonesToS3."""
-
-    dataset: Dataset
-    month: dt.date | None
-
-    def requires(self) -> luigi.Task:
-        return lake_task(getattr(self, "service", None), self.month)
 
     def output(self) -> S3ObjectTarget:
         return S3ObjectTarget(config.s3().bucket, s3_key(canonical_key(self.dataset, self.month)), self.input())
 
-    @unless_done
-    def run(self) -> None:
-        target, source = self.output(), self.input()
-        with source.lake.local_copy(source.key) as path:
-            uploaded = s3.upload_file(s3.client(), path, target.bucket, target.key)
-        log.info("%s: %s %s", self.label, "uploaded to" if uploaded else "already at", target.uri)
+    def upload(self, path: Path, target: S3ObjectTarget) -> bool:
+        return s3.upload_file(s3.client(), path, target.bucket, target.key)
 
 
 class UploadToS3(MonthTask, _UploadToS3):

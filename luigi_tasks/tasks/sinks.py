@@ -17,6 +17,7 @@ import luigi
 
 from luigi_tasks.catalog import ZONES, Dataset, service
 from luigi_tasks.lake import LakeEntry
+from luigi_tasks.tasks.azure import AzureSink
 from luigi_tasks.tasks.bigquery import BigQuerySink
 from luigi_tasks.tasks.duckdb import DuckDBSink
 from luigi_tasks.tasks.gcs import GcsSink
@@ -43,7 +44,8 @@ class Sink(Protocol):
 
 
 SINKS: dict[str, Sink] = {
-    sink.name: sink for sink in (LakeSink(), PostgresSink(), DuckDBSink(), GcsSink(), BigQuerySink(), S3Sink())
+    sink.name: sink
+    for sink in (LakeSink(), PostgresSink(), DuckDBSink(), GcsSink(), BigQuerySink(), S3Sink(), AzureSink())
 }
 
 
