@@ -458,9 +458,10 @@ def section_text(
     busy = ""
     if max(loads) > LOAD_HIGH:
         busy = (
-            f"\n\nThe load average rose above {LOAD_HIGH} during this run ({load_note(loads)}): other jobs shared the"
-            " machine's cores, so the times are a busy machine's; each pair of a step and its peer ran back to back"
-            " under the same load, so the ratios hold better than the times."
+            f"\n\nThe 1-minute load average rose above {LOAD_HIGH} on the {os.cpu_count()} cores during this run, to"
+            f" {max(loads):.2f}: other jobs shared the machine, so the times are a busy machine's (the column others'"
+            " CPU s says how much each figure had to share); each step and its peer ran back to back under the same"
+            " load, so the ratios hold better than the times. The peak RSS figures do not depend on the load."
         )
     listed = "\n".join(f"- {name}: {value}" for name, value in run.items())
     return f"""<!-- layout: {key} -->
