@@ -257,7 +257,7 @@ class duckdb(_Section):  # noqa: N801
     memory_limit = luigi.Parameter(
         default="512MB",
         description="Most memory DuckDB's buffers take in a load or a check (DuckDB's memory_limit, e.g. 512MB, "
-        "2GB); the process peaks about 250 MB above it, so the default fits a 2 GB machine",
+        "2GB); the process peaks 230-300 MB above it, so the default fits a 2 GB machine",
     )
     threads = luigi.IntParameter(
         default=0, description="Threads DuckDB works with in a load; 0: one per core (DuckDB's default)"

@@ -95,8 +95,12 @@ def test_postgres_load_is_flat_in_memory(converted, pg_dsn):
 
 
 def test_duckdb_load_stays_within_its_memory_limit(converted, tmp_path):
-    # memory_limit 200MB: the process's peak stays within the limit plus the fixed margin docs/ state (250 MB).
+    # memory_limit 200MB: the process's peak stays within the limit plus the margin docs/ state (at most 300 MB; the
+    # runs measured 230-250 MB, the process itself, pyarrow and DuckDB's allocations outside its buffer manager), and
+    # does not grow with the month.
+    peaks = {}
     for rows, (lake_file, _) in converted.items():
-        counted, peak = peak_rss_mb("duckdb", lake_file, str(tmp_path / f"w{rows}.duckdb"))
+        counted, peaks[rows] = peak_rss_mb("duckdb", lake_file, str(tmp_path / f"w{rows}.duckdb"))
         assert counted == rows
-        assert peak <= 200 + 250, f"peak RSS {peak:.0f} MB at {rows:,} rows with memory_limit 200MB"
+        assert peaks[rows] <= 200 + 300, f"peak RSS {peaks[rows]:.0f} MB at {rows:,} rows with memory_limit 200MB"
+    assert peaks[LARGE] <= peaks[SMALL] * (1 + ALLOWED_GROWTH), f"peak RSS {peaks[SMALL]:.0f} MB, {peaks[LARGE]:.0f} MB"
