@@ -158,6 +158,16 @@ def serve_history(server, work: Path, stop: dt.date, rows: int, then=None) -> in
     return months
 
 
+def history_server():
+    """The tests' source server started, answering for a file it lacks as CloudFront does (403): the months after
+    the newest served are not published yet."""
+    from tests.source_server import SourceServer
+
+    server = SourceServer().start()
+    server.missing_status = 403
+    return server
+
+
 def source_settings(server) -> str:
     """The [tlc] section that reads every month from serve_history's server."""
     return f"[tlc]\nsource = csv\ncsv_url = {server.base_url}{CSV_PATH}\nzones_url = {server.base_url}{ZONES_PATH}\n\n"
@@ -174,6 +184,18 @@ def spread(seconds: list[float]) -> str:
 def verdict(ok: bool) -> str:
     """How a goal check ends: met, or not met (in bold)."""
     return "met" if ok else "**not met**"
+
+
+def write_docs_page(path: Path, title: str, text: str, command: str, stamp: dict[str, str], load_before: float) -> None:
+    """A benchmark's page: its title, results, the command that reproduces them and the environment (with the load
+    average before and after, the machine being shared)."""
+    load = {"load average (1 min) before and after, on a machine others share": f"{load_before:.1f}, "
+            f"{os.getloadavg()[0]:.1f}"}  # fmt: skip
+    env_lines = "\n".join(f"- {k}: {v}" for k, v in {**stamp, **machine(maxrss_mb()), **load}.items())
+    path.write_text(
+        f"# {title}\n\n{text}\n\n### How to reproduce\n\n```\n{command}\n```\n\n### Environment\n\n{env_lines}\n"
+    )
+    print(f"wrote {path.relative_to(REPO)}", file=sys.stderr)
 
 
 # --- the environment -----------------------------------------------------------------------------------------------

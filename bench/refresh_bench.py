@@ -32,7 +32,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import machine, maxrss_mb, months_back, run_stamp, serve_history, source_settings, spread, verdict  # noqa: E402
+from common import (  # noqa: E402
+    history_server,
+    months_back,
+    run_stamp,
+    serve_history,
+    source_settings,
+    spread,
+    verdict,
+    write_docs_page,
+)
 
 DOCS_PATH = REPO / "docs" / "refresh-benchmark.md"
 ROWS_PER_MONTH = 10
@@ -92,13 +101,11 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the distant server waits per answer")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
-    from tests.source_server import SourceServer
 
     stamp = run_stamp()
     load_before = os.getloadavg()[0]
     stop = months_back(2)
-    server = SourceServer().start()
-    server.missing_status = 403  # the newer months: not published yet, as CloudFront answers
+    server = history_server()
     base = Path(tempfile.mkdtemp(prefix="refresh-bench-"))
     try:
         lake, work = base / "lake", base / "work"
@@ -122,15 +129,9 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
     print(text)
     if args.write_docs:
-        load = {"load average (1 min) before and after, on a machine others share": f"{load_before:.1f}, "
-                f"{os.getloadavg()[0]:.1f}"}  # fmt: skip
-        env_lines = "\n".join(f"- {k}: {v}" for k, v in {**stamp, **machine(maxrss_mb()), **load}.items())
-        DOCS_PATH.write_text(
-            "# Benchmark: a refresh that finds nothing changed, over the whole history\n\n"
-            f"{text}\n\n### How to reproduce\n\n```\npython bench/refresh_bench.py --repeat {args.repeat} --latency "
-            f"{args.latency:g} --write-docs\n```\n\n### Environment\n\n{env_lines}\n"
-        )
-        print(f"wrote {DOCS_PATH.relative_to(REPO)}", file=sys.stderr)
+        command = f"python bench/refresh_bench.py --repeat {args.repeat} --latency {args.latency:g} --write-docs"
+        title = "Benchmark: a refresh that finds nothing changed, over the whole history"
+        write_docs_page(DOCS_PATH, title, text, command, stamp, load_before)
 
 
 def report(runs: dict[str, list[dict]], months: int, stop: dt.date, args: argparse.Namespace) -> str:
