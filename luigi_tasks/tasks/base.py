@@ -80,6 +80,16 @@ class CommaListParameter(OptionNamed, luigi.Parameter):
         return ",".join(x)
 
 
+_FOUND_NOT_DONE: set[str] = set()
+
+
+def found_not_done(tasks: list[luigi.Task]) -> None:
+    """A bulk check (Backfill's plan) just found these tasks not done: the next complete() of each says so without
+    asking the sink again (luigi asks every task it schedules, one round trip each). Once only: the check at run
+    time (unless_done) and any later one ask the sink, so a task another worker finished meanwhile is not redone."""
+    _FOUND_NOT_DONE.update(task.task_id for task in tasks)
+
+
 class PipelineTask(NamedParameterErrors, luigi.Task):
     """Base of every task: a failure we explain is reported as its message, not a traceback.
 
@@ -92,6 +102,9 @@ class PipelineTask(NamedParameterErrors, luigi.Task):
     found_done = False  # set when run() found the work already done (by another worker)
 
     def complete(self) -> bool:
+        if self.task_id in _FOUND_NOT_DONE:
+            _FOUND_NOT_DONE.discard(self.task_id)
+            return False
         try:
             return self.is_complete()
         except Exception as exc:
