@@ -115,6 +115,64 @@ def warm_page_cache(path: Path) -> None:
             pass
 
 
+# --- the whole history at the local source server ----------------------------------------------------------------
+
+CSV_PATH = "/csv/{service}/{service}_tripdata_{year}-{month}.csv.gz"
+ZONES_PATH = "/misc/taxi_zone_lookup.csv"
+
+
+def months_back(months: int) -> dt.date:
+    """The month `months` before the current one."""
+    today = dt.date.today()
+    index = today.year * 12 + today.month - 1 - months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def serve_history(server, work: Path, stop: dt.date, rows: int, then=None) -> int:
+    """Serve tiny generated months (`rows` rows, .csv.gz) of every service, from its first month to `stop`, and the
+    zone lookup, from the tests' source server (tests/source_server.py); `then(raw, path, dataset, month)` is called
+    with each file served (month None: the zone lookup). Returns the number of months."""
+    import gzip
+
+    from luigi_tasks.catalog import SERVICES, ZONES, next_month
+    from luigi_tasks.synthetic import write_trip_csv
+
+    months = 0
+    for name, dataset in SERVICES.items():
+        month = dataset.first_month
+        while month <= stop:
+            csv = write_trip_csv(work / f"{name}.csv", dataset, month, rows, seed=month.month)
+            raw = work / f"{name}_tripdata_{month:%Y-%m}.csv.gz"
+            raw.write_bytes(gzip.compress(csv.read_bytes(), mtime=0))
+            path = CSV_PATH.format(service=name, year=f"{month:%Y}", month=f"{month:%m}")
+            server.add(path, raw.read_bytes())
+            if then:
+                then(raw, path, dataset, month)
+            raw.unlink()
+            months += 1
+            month = next_month(month)
+    zones = REPO / "tests/data/taxi_zone_lookup.csv"
+    server.add(ZONES_PATH, zones.read_bytes())
+    if then:
+        then(zones, ZONES_PATH, ZONES, None)
+    return months
+
+
+def history_server():
+    """The tests' source server started, answering for a file it lacks as CloudFront does (403): the months after
+    the newest served are not published yet."""
+    from tests.source_server import SourceServer
+
+    server = SourceServer().start()
+    server.missing_status = 403
+    return server
+
+
+def source_settings(server) -> str:
+    """The [tlc] section that reads every month from serve_history's server."""
+    return f"[tlc]\nsource = csv\ncsv_url = {server.base_url}{CSV_PATH}\nzones_url = {server.base_url}{ZONES_PATH}\n\n"
+
+
 # --- the report ----------------------------------------------------------------------------------------------------
 
 
@@ -126,6 +184,18 @@ def spread(seconds: list[float]) -> str:
 def verdict(ok: bool) -> str:
     """How a goal check ends: met, or not met (in bold)."""
     return "met" if ok else "**not met**"
+
+
+def write_docs_page(path: Path, title: str, text: str, command: str, stamp: dict[str, str], load_before: float) -> None:
+    """A benchmark's page: its title, results, the command that reproduces them and the environment (with the load
+    average before and after, the machine being shared)."""
+    load = {"load average (1 min) before and after, on a machine others share": f"{load_before:.1f}, "
+            f"{os.getloadavg()[0]:.1f}"}  # fmt: skip
+    env_lines = "\n".join(f"- {k}: {v}" for k, v in {**stamp, **machine(maxrss_mb()), **load}.items())
+    path.write_text(
+        f"# {title}\n\n{text}\n\n### How to reproduce\n\n```\n{command}\n```\n\n### Environment\n\n{env_lines}\n"
+    )
+    print(f"wrote {path.relative_to(REPO)}", file=sys.stderr)
 
 
 # --- the environment -----------------------------------------------------------------------------------------------

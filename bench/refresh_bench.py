@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gzip
 import json
 import os
 import shutil
@@ -33,14 +32,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import machine, maxrss_mb, run_stamp, spread, verdict  # noqa: E402
+from common import (  # noqa: E402
+    history_server,
+    months_back,
+    run_stamp,
+    serve_history,
+    source_settings,
+    spread,
+    verdict,
+    write_docs_page,
+)
 
 DOCS_PATH = REPO / "docs" / "refresh-benchmark.md"
 ROWS_PER_MONTH = 10
 START = dt.date(2009, 1, 1)  # yellow's first month: every service's whole history
 GOAL_SECONDS = 10.0
-CSV_PATH = "/csv/{service}/{service}_tripdata_{year}-{month}.csv.gz"
-ZONES_PATH = "/misc/taxi_zone_lookup.csv"
 
 # Runs in the child: build the Backfill (`latest` asks the source) and run it; print JSON.
 _CHILD = r"""
@@ -55,45 +61,24 @@ print(json.dumps({"seconds": time.perf_counter() - began, "stop": f"{backfill.st
 """
 
 
-def months_back(months: int) -> dt.date:
-    today = dt.date.today()
-    index = today.year * 12 + today.month - 1 - months
-    return dt.date(index // 12, index % 12 + 1, 1)
-
-
 def fill(server, lake: Path, work: Path, stop: dt.date) -> int:
     """Serve every month of every service up to `stop` and put it in the lake with its validators; returns months."""
-    from luigi_tasks.catalog import SERVICES, ZONES, next_month
     from luigi_tasks.convert import to_canonical_parquet
     from luigi_tasks.download import SourceVersion
     from luigi_tasks.files import fingerprints_of
     from luigi_tasks.lake import Lake, LakeEntry, canonical_key
-    from luigi_tasks.synthetic import write_trip_csv
 
     store = Lake(str(lake))
 
     def put(raw: Path, path: str, dataset, month: dt.date | None) -> None:
-        url = server.add(path, raw.read_bytes())
         route = server.routes[path]
         key = canonical_key(dataset, month)
         version = SourceVersion(route.etag, route.last_modified, len(route.body))
-        manifest = to_canonical_parquet(raw, store.local_path(key), dataset=dataset, month=month, source_url=url,
-                                        source_version=version)  # fmt: skip
+        manifest = to_canonical_parquet(raw, store.local_path(key), dataset=dataset, month=month,
+                                        source_url=server.base_url + path, source_version=version)  # fmt: skip
         store.write_entry(key, LakeEntry(manifest, fingerprints_of(store.local_path(key))))
 
-    months = 0
-    for name, dataset in SERVICES.items():
-        month = dataset.first_month
-        while month <= stop:
-            csv = write_trip_csv(work / f"{name}.csv", dataset, month, ROWS_PER_MONTH, seed=month.month)
-            raw = work / f"{name}_tripdata_{month:%Y-%m}.csv.gz"
-            raw.write_bytes(gzip.compress(csv.read_bytes(), mtime=0))
-            put(raw, CSV_PATH.format(service=name, year=f"{month:%Y}", month=f"{month:%m}"), dataset, month)
-            raw.unlink()
-            months += 1
-            month = next_month(month)
-    put(REPO / "tests/data/taxi_zone_lookup.csv", ZONES_PATH, ZONES, None)
-    return months
+    return serve_history(server, work, stop, ROWS_PER_MONTH, then=put)
 
 
 def measure(server, env: dict[str, str], refresh: bool) -> dict:
@@ -116,13 +101,11 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the distant server waits per answer")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
-    from tests.source_server import SourceServer
 
     stamp = run_stamp()
     load_before = os.getloadavg()[0]
     stop = months_back(2)
-    server = SourceServer().start()
-    server.missing_status = 403  # the newer months: not published yet, as CloudFront answers
+    server = history_server()
     base = Path(tempfile.mkdtemp(prefix="refresh-bench-"))
     try:
         lake, work = base / "lake", base / "work"
@@ -131,8 +114,7 @@ def main() -> None:
         months = fill(server, lake, work, stop)
         config = base / "luigi.cfg"
         config.write_text(
-            f"[tlc]\nsource = csv\ncsv_url = {server.base_url}{CSV_PATH}\nzones_url = {server.base_url}{ZONES_PATH}\n\n"
-            f"[lake]\nroot = {lake}\n\n[history]\npath = {base}/history.sqlite\n"
+            source_settings(server) + f"[lake]\nroot = {lake}\n\n[history]\npath = {base}/history.sqlite\n"
         )
         env = {**os.environ, "LUIGI_CONFIG_PATH": str(config), "PYTHONPATH": str(REPO)}
         runs: dict[str, list[dict]] = {"refresh": [], "no refresh": [], "refresh, distant server": []}
@@ -147,15 +129,9 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
     print(text)
     if args.write_docs:
-        load = {"load average (1 min) before and after, on a machine others share": f"{load_before:.1f}, "
-                f"{os.getloadavg()[0]:.1f}"}  # fmt: skip
-        env_lines = "\n".join(f"- {k}: {v}" for k, v in {**stamp, **machine(maxrss_mb()), **load}.items())
-        DOCS_PATH.write_text(
-            "# Benchmark: a refresh that finds nothing changed, over the whole history\n\n"
-            f"{text}\n\n### How to reproduce\n\n```\npython bench/refresh_bench.py --repeat {args.repeat} --latency "
-            f"{args.latency:g} --write-docs\n```\n\n### Environment\n\n{env_lines}\n"
-        )
-        print(f"wrote {DOCS_PATH.relative_to(REPO)}", file=sys.stderr)
+        command = f"python bench/refresh_bench.py --repeat {args.repeat} --latency {args.latency:g} --write-docs"
+        title = "Benchmark: a refresh that finds nothing changed, over the whole history"
+        write_docs_page(DOCS_PATH, title, text, command, stamp, load_before)
 
 
 def report(runs: dict[str, list[dict]], months: int, stop: dt.date, args: argparse.Namespace) -> str:

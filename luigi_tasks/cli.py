@@ -3,6 +3,7 @@
 Luigi imports this package while it parses the command line, before it sets up logging or contacts a
 scheduler; `on_import` uses that moment to
 - give the [retcode] keys no config file sets our exit codes (luigi alone exits 0 on failure),
+- cache completeness checks that found a task done ([worker] cache_task_completion, unless a config file sets it),
 - stop at once, in one line, when the central scheduler cannot be reached (luigi would retry for a
   minute and print ten tracebacks),
 - put the time on every log line (luigi's default format has none),
@@ -115,6 +116,7 @@ def on_import() -> None:
     if not _started_by_luigi_cli():
         return
     _default_retcodes()
+    _cache_completion()
     _one_line_for_an_unknown_task()
     args = _command_line()
     if args.help:
@@ -132,6 +134,17 @@ def _default_retcodes() -> None:
     for key, code in RETCODES.items():
         if not config.has_option("retcode", key):
             config.set("retcode", key, str(code))
+
+
+def _cache_completion() -> None:
+    """[worker] cache_task_completion = true unless a config file says otherwise: a task found done, or run, is not
+    asked again in the run. Luigi asks a wrapper's requirements again before it runs (IngestMonth's sinks, every
+    IngestMonth of a Backfill): over the whole history that was thousands of round trips to the sinks."""
+    config = luigi.configuration.get_config()
+    if not config.has_option("worker", "cache_task_completion"):
+        if not config.has_section("worker"):
+            config.add_section("worker")
+        config.set("worker", "cache_task_completion", "true")
 
 
 def _one_line_for_an_unknown_task() -> None:

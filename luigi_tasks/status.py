@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import html
 import json
 import os
@@ -177,26 +178,27 @@ def tally(status: Status, name: str) -> str:
 
 _COLOURS = {DONE: "#2e7d32", OUT_OF_DATE: "#f9a825", MISSING: "#c62828", NOT_YET: "#757575"}
 _SOURCE_COLOURS = {SAME: "#2e7d32", CHANGED: "#f9a825", GONE: "#c62828"}
-_LEVEL_COLOURS = {"warn": "#f9a825", "fail": "#c62828"}
+_SHOWN = {OUT_OF_DATE: "old", MISSING: "-", NOT_YET: "..."}  # a cell's text; the state is in its title
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _STYLE = """
 body { font: 14px system-ui, sans-serif; margin: 24px; color: #222; }
-h1 { font-size: 20px; } h2 { font-size: 16px; margin-top: 28px; }
+h1 { font-size: 20px; } h2 { font-size: 16px; margin: 24px 0 4px; }
 .legend span { display: inline-block; padding: 2px 10px; margin-right: 8px; border-radius: 3px; color: #fff; }
-.grid { border-collapse: collapse; }
-.grid th, .grid td { border: 1px solid #fff; padding: 4px 6px; text-align: center; white-space: nowrap; }
+.sinks { display: flex; flex-wrap: wrap; gap: 8px 24px; align-items: flex-start; }
+.grid { border-collapse: collapse; font-size: 11px; }
+.grid th, .grid td { border: 1px solid #fff; padding: 1px 2px; text-align: center; white-space: nowrap; }
 .grid th { background: #eee; font-weight: 600; }
-.grid th.sink { text-align: right; }
-.grid td.cell { color: #fff; min-width: 56px; font-variant-numeric: tabular-nums; }
-.grid td.flag { font-size: 12px; vertical-align: top; }
-.flag span { display: inline-block; padding: 1px 5px; border-radius: 3px; color: #fff; }
-.scroll { overflow-x: auto; }
-ul.findings { margin: 6px 0; padding-left: 20px; }
+.grid td.cell { color: #fff; width: 30px; height: 15px; font-variant-numeric: tabular-nums; }
+.grid td.warned { outline: 2px solid #222; outline-offset: -2px; }
+.grid td.none { background: #fafafa; }
+ul.findings { margin: 6px 0; padding-left: 20px; font-size: 13px; }
 """
 
 
 def page(status: Status) -> str:
-    """A self-contained HTML page: per service, a grid of months by sink coloured by state, with the row counts,
-    a row of quality flags, and the findings listed below. No script, no external asset."""
+    """A self-contained HTML page that fits a screen's width however long the range: per service and sink, a grid of
+    years (rows) by months (columns) coloured by state, each cell with its row count (exactly in its title) and an
+    outline when the month has quality warnings; the findings and notes are listed below. No script, no asset."""
     esc = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -206,43 +208,55 @@ def page(status: Status) -> str:
         f"<h1>luigi_tasks status {esc(status.start)}..{esc(status.stop)}</h1>",
         '<p class="legend">'
         + "".join(f'<span style="background:{c}">{esc(s)}</span>' for s, c in _COLOURS.items())
-        + "</p>",
+        + "quality warnings: outlined</p>",
     ]
     for name in status.services:
         months = [m for m in status.months if m.service == name]
         if not months:
             continue
-        parts.append(f'<h2 id="{esc(name)}">{esc(name)}</h2><p>{esc(tally(status, name))}</p>')
-        parts.append('<div class="scroll"><table class="grid">')
-        parts.append("<tr><th></th>" + "".join(f"<th>{esc(m.month)}</th>" for m in months) + "</tr>")
+        parts.append(f'<h2 id="{esc(name)}">{esc(name)}</h2><p>{esc(tally(status, name))}</p><div class="sinks">')
         for sink in status.sinks:
-            cells = []
-            for m in months:
-                state = m.sinks[sink]
-                shown = _short(m.rows) if state == DONE and m.rows is not None else state
-                tip = f"{name} {m.month} {sink}: {state}" + (f", {m.rows:,} rows" if m.rows is not None else "")
-                cells.append(f'<td class="cell" style="background:{_COLOURS[state]}" title="{esc(tip)}"'
-                             f' data-state="{esc(state)}">{esc(shown)}</td>')  # fmt: skip
-            parts.append(f'<tr><th class="sink">{esc(sink)}</th>' + "".join(cells) + "</tr>")
+            parts.append(_year_grid(sink, months, functools.partial(_sink_cell, sink)))
         if status.checked_source:
-            cells = [f'<td class="cell" style="background:{_SOURCE_COLOURS.get(m.source, "#eee")}"'
-                     f' title="{esc(m.source_detail or m.source or "not in the lake")}">{esc(m.source or "")}</td>'
-                     for m in months]  # fmt: skip
-            parts.append('<tr><th class="sink">source</th>' + "".join(cells) + "</tr>")
-        flags = []
-        for m in months:
-            marks = "".join(
-                f'<span style="background:{_LEVEL_COLOURS[f.level]}" title="{esc(f.text())}">{esc(f.check)}</span><br>'
-                for f in m.quality
-            )
-            flags.append(f'<td class="flag">{marks}</td>')
-        parts.append('<tr><th class="sink">quality</th>' + "".join(flags) + "</tr></table></div>")
-        findings = [f"<li>{esc(m.month)}: {esc(f.text())}</li>" for m in months for f in m.quality]
-        if findings:
-            parts.append('<ul class="findings">' + "".join(findings) + "</ul>")
+            parts.append(_year_grid("source", months, _source_cell))
+        parts.append("</div>")
+        listed = [f"<li>{esc(m.month)}: {esc(f.text())}</li>" for m in months for f in m.quality]
+        listed += [f"<li>{esc(m.month)}: note: {esc(note)}</li>" for m in months for note in m.notes]
+        listed += [f"<li>{esc(line)}</li>" for line in new_columns(status) if line.startswith(f"{name}: ")]
+        if listed:
+            parts.append('<ul class="findings">' + "".join(listed) + "</ul>")
     zones = ", ".join(f"{sink} {state}" for sink, state in status.zones.items())
     parts.append(f"<p>zone lookup: {esc(zones)}</p></body></html>")
     return "\n".join(parts)
+
+
+def _year_grid(heading: str, months: list[MonthStatus], cell) -> str:
+    """One grid: a row per year of the months, a column per calendar month; `cell(month)` gives a month's <td>."""
+    by_month = {m.month: m for m in months}
+    years = range(int(months[0].month[:4]), int(months[-1].month[:4]) + 1)
+    rows = [f"<tr><th>{html.escape(heading)}</th>" + "".join(f"<th>{n}</th>" for n in _MONTH_NAMES) + "</tr>"]
+    for year in years:
+        found = [by_month.get(f"{year}-{number:02d}") for number in range(1, 13)]
+        rows.append(
+            f"<tr><th>{year}</th>" + "".join(cell(m) if m else '<td class="cell none"></td>' for m in found) + "</tr>"
+        )
+    return f'<table class="grid">{"".join(rows)}</table>'
+
+
+def _sink_cell(sink: str, m: MonthStatus) -> str:
+    state = m.sinks[sink]
+    shown = _short(m.rows) if state == DONE and m.rows is not None else _SHOWN[state]
+    tip = f"{m.service} {m.month} {sink}: {state}" + (f", {m.rows:,} rows" if m.rows is not None else "")
+    tip += f"; {len(m.quality)} quality warning{'s' * (len(m.quality) != 1)}" if m.quality else ""
+    warned = " warned" if m.quality else ""
+    return (f'<td class="cell{warned}" style="background:{_COLOURS[state]}" title="{html.escape(tip)}"'
+            f' data-state="{html.escape(state)}">{html.escape(shown)}</td>')  # fmt: skip
+
+
+def _source_cell(m: MonthStatus) -> str:
+    tip = f"{m.service} {m.month} source: {m.source_detail or m.source or 'not in the lake'}"
+    return (f'<td class="cell" style="background:{_SOURCE_COLOURS.get(m.source, "#ccc")}" title="{html.escape(tip)}">'
+            f"{html.escape((m.source or '')[:4])}</td>")  # fmt: skip
 
 
 def _short(rows: int) -> str:

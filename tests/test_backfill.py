@@ -12,7 +12,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-from luigi_tasks import Backfill, IngestMonth, config
+from luigi_tasks import Backfill, IngestMonth, ToParquet, ZonesToParquet, config
 from luigi_tasks.catalog import YELLOW
 from luigi_tasks.errors import DataError
 from luigi_tasks.lake import LakeEntry
@@ -117,6 +117,34 @@ def test_a_lake_file_removed_is_found_missing(lake, server, capsys):
     (lake / "yellow/2020/yellow_tripdata_2020-08.parquet").unlink()
     out = dry_run(capsys, services="yellow", start=month("2020-07"), stop=month("2020-08"))
     assert "yellow: 1 to run 2020-08" in out
+
+
+def test_luigis_first_check_of_a_missing_month_is_answered_by_the_bulk_check(lake, server, monkeypatch):
+    backfill = Backfill(services="yellow", start=month("2020-01"), stop=month("2020-01"))
+    assert not backfill.complete()  # the bulk check: the month and the zone lookup are missing
+    tasks = backfill.requires()
+    asked = []
+    for kind in (IngestMonth, ToParquet, ZonesToParquet):
+        monkeypatch.setattr(kind, "is_complete", lambda self: asked.append(self.task_family) or False)
+    assert [task.complete() for task in tasks] == [False, False]
+    assert not ToParquet(service="yellow", month=month("2020-01")).complete()
+    assert asked == []  # luigi's first check of each: no round trip
+    backfill.requires()  # luigi asks again before Backfill runs: the plan is not told twice
+    assert [task.complete() for task in tasks] == [False, False]
+    assert not ToParquet(service="yellow", month=month("2020-01")).complete()
+    assert asked == ["ZonesToParquet", "IngestMonth", "ToParquet"]  # from then on, each asks
+
+
+def test_luigis_completion_cache_is_on_unless_a_config_file_says_otherwise():
+    from luigi_tasks import cli
+
+    parser = luigi.configuration.get_config()
+    with luigi_settings({("worker", "cache_task_completion"): "false"}):
+        cli._cache_completion()
+        assert parser.get("worker", "cache_task_completion") == "false"
+        parser.remove_option("worker", "cache_task_completion")
+        cli._cache_completion()
+        assert parser.get("worker", "cache_task_completion") == "true"
 
 
 def test_bad_ranges_and_services():

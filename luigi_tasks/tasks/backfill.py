@@ -10,7 +10,14 @@ import luigi
 from luigi_tasks import summary
 from luigi_tasks.catalog import SERVICES, next_month, service
 from luigi_tasks.errors import DataError
-from luigi_tasks.tasks.base import CommaListParameter, MonthParameter, PipelineTask, log, month_or_latest
+from luigi_tasks.tasks.base import (
+    CommaListParameter,
+    MonthParameter,
+    PipelineTask,
+    found_not_done,
+    log,
+    month_or_latest,
+)
 from luigi_tasks.tasks.ingest import IngestMonth, SinksParameter
 from luigi_tasks.tasks.lake import not_published_yet, refresh_months
 from luigi_tasks.tasks.sinks import SINKS, done_by_sink, rows_by_sink, sink_task, zones_done
@@ -118,6 +125,7 @@ class Backfill(PipelineTask, luigi.WrapperTask):
         if self.stop < self.start:
             raise DataError(f"--stop '{self.stop:%Y-%m}': expected --start {self.start:%Y-%m} or a later month")
         self._plan: BackfillPlan | None = None
+        self._told: BackfillPlan | None = None  # the plan whose missing tasks found_not_done was told of
 
     def plan(self) -> BackfillPlan:
         """What is done and what is missing, from one bulk check per sink per service (asked anew)."""
@@ -159,12 +167,18 @@ class Backfill(PipelineTask, luigi.WrapperTask):
         # Luigi asks complete() just before requires(): use the answer it got.
         plan = self._plan or self.plan()
         tasks: list[luigi.Task] = [sink_task(sink, None, None) for sink in plan.zones_missing]
+        not_done = list(tasks)
         for name, missing in plan.missing.items():
-            tasks += [IngestMonth(service=name, month=month, sinks=self.sinks) for month in missing]
+            months = [IngestMonth(service=name, month=month, sinks=self.sinks) for month in missing]
+            tasks += months
+            not_done += months + [sink_task(s, name, month) for month, sinks in missing.items() for s in sinks]
             # Failing there, with the source's answer, unless the source has it back.
             tasks += [
                 IngestMonth(service=name, month=month, sinks=self.sinks, refresh=True) for month in plan.gone[name]
             ]
+        if plan is not self._told:  # luigi asks requires() again before run(): by then, they are done
+            found_not_done(not_done)
+            self._told = plan
         return tasks
 
     def is_complete(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -80,6 +81,17 @@ class CommaListParameter(OptionNamed, luigi.Parameter):
         return ",".join(x)
 
 
+_FOUND_NOT_DONE: dict[str, int] = {}  # task id -> the process that found it not done
+
+
+def found_not_done(tasks: list[luigi.Task]) -> None:
+    """A bulk check (Backfill's plan) just found these tasks not done: the next complete() of each in this process
+    says so without asking the sink again (luigi asks every task it schedules, one round trip each). Once only: the
+    check at run time (unless_done) and any later one ask the sink, so a task another worker finished meanwhile is
+    not redone; a forked worker process (--workers 2) always asks."""
+    _FOUND_NOT_DONE.update(dict.fromkeys((task.task_id for task in tasks), os.getpid()))
+
+
 class PipelineTask(NamedParameterErrors, luigi.Task):
     """Base of every task: a failure we explain is reported as its message, not a traceback.
 
@@ -92,6 +104,8 @@ class PipelineTask(NamedParameterErrors, luigi.Task):
     found_done = False  # set when run() found the work already done (by another worker)
 
     def complete(self) -> bool:
+        if _FOUND_NOT_DONE.pop(self.task_id, None) == os.getpid():
+            return False
         try:
             return self.is_complete()
         except Exception as exc:

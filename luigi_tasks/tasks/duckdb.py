@@ -119,10 +119,14 @@ class LoadZonesToDuckDB(ZonesTask, _LoadToDuckDB):
 class DuckDBSink:
     name = "duckdb"
 
+    # Said as the graph is built, in the scheduling process: a Backfill answers luigi's first check of a missing
+    # month itself (found_not_done), so the load's check may first run in a worker process.
     def month_task(self, service: str, month: dt.date, reload: bool = False) -> luigi.Task:
+        _say_if_the_course_cannot_find(config.duckdb().file)
         return LoadToDuckDB(service=service, month=month, reload=reload)
 
     def zones_task(self, reload: bool = False) -> luigi.Task:
+        _say_if_the_course_cannot_find(config.duckdb().file)
         return LoadZonesToDuckDB(reload=reload)
 
     def done(self, dataset: Dataset, entries: dict[dt.date | None, LakeEntry]) -> set[dt.date | None]:
