@@ -14,10 +14,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from luigi_tasks import IngestMonth
 from luigi_tasks.catalog import FHV, FHVHV, GREEN, YELLOW, Dataset
 from luigi_tasks.convert import to_canonical_parquet
 from luigi_tasks.zone_shapes import zone_shapes
-from tests.conftest import PARQUET_PATH, luigi_command, month, month_path, pipeline_settings, serve_zones, write_config
+from tests.conftest import (
+    PARQUET_PATH,
+    luigi_command,
+    luigi_settings,
+    month,
+    month_path,
+    pipeline_settings,
+    run_tasks,
+    serve_zones,
+    write_config,
+)
+from tests.test_cloud import cloud  # noqa: F401 - the fixture
+from tests.test_cloud import query as bq_query
 from tests.test_summary import INGEST_MONTH, summary_of
 
 # Places whose zones the TLC's shapes give (ERAS.md): (longitude, latitude) -> LocationID.
@@ -390,3 +403,28 @@ def test_a_2009_month_through_lake_postgresql_and_duckdb_with_its_zone_ids(tmp_p
     ).fetchone()[0]
     conn.close()
     assert joined == sum(zone is not None for zone in expected["PULocationID"]) > 0
+
+
+def test_a_2009_month_through_gcs_and_bigquery_with_its_zone_ids(
+    cloud,  # noqa: F811 - the fixture
+    server,
+    bigquery_client,
+    bigquery_dataset,
+):
+    body, expected = _yellow_2009_file()
+    server.add(month_path(PARQUET_PATH, "yellow", "2009-01"), body)
+    serve_zones(server)
+    with luigi_settings({("tlc", "source"): "auto"}):
+        result, failures = run_tasks(IngestMonth(service="yellow", month=month("2009-01"), sinks="lake,gcs,bigquery"))
+    assert failures == {}, result.summary_text
+    in_bigquery = bq_query(
+        bigquery_client,
+        f"SELECT PULocationID, COUNT(*) FROM `{bigquery_dataset}.yellow_tripdata`"
+        " WHERE source_month = DATE '2009-01-01' GROUP BY 1",
+    )
+    counted = {zone: expected["PULocationID"].count(zone) for zone in set(expected["PULocationID"])}
+    assert dict(in_bigquery) == counted
+    vendors = bq_query(
+        bigquery_client, f"SELECT DISTINCT vendor_name, VendorID FROM `{bigquery_dataset}.yellow_tripdata`"
+    )
+    assert set(vendors) == {("VTS", 2), ("CMT", 1), ("DDS", None)}
