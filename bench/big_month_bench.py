@@ -453,16 +453,32 @@ def layout(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def section_text(
-    key: str, title: str, table: str, goals: list[str], command: str, run: dict[str, str], loads: list[float]
+    key: str,
+    title: str,
+    table: str,
+    goals: list[str],
+    command: str,
+    run: dict[str, str],
+    loads: list[float],
+    busy_machine: bool,
 ) -> str:
     busy = ""
     if max(loads) > LOAD_HIGH:
         busy = (
             f"\n\nThe 1-minute load average rose above {LOAD_HIGH} on the {os.cpu_count()} cores during this run, to"
-            f" {max(loads):.2f}: other jobs shared the machine, so the times are a busy machine's (the column others'"
-            " CPU s says how much each figure had to share); each step and its peer ran back to back under the same"
-            " load, so the ratios hold better than the times. The peak RSS figures do not depend on the load."
+            f" {max(loads):.2f}: other jobs ran on the machine meanwhile."
         )
+        if busy_machine:
+            busy += (
+                " They shared its cores with the measurements, so the times are a busy machine's (the column others'"
+                " CPU s says how much each figure had to share); each step and its peer ran back to back under the"
+                " same load, so the ratios hold better than the times. The peak RSS figures do not depend on the load."
+            )
+        else:
+            busy += (
+                " Each measurement waited for them to pause and was made again while they took CPU time, the least"
+                " disturbed try kept; the column others' CPU s says what they still took during each figure."
+            )
     listed = "\n".join(f"- {name}: {value}" for name, value in run.items())
     return f"""<!-- layout: {key} -->
 ## {title}
@@ -657,7 +673,7 @@ def main(argv: list[str]) -> int:
             "peak RSS of the benchmark's parent process": f"{parent_rss_mb:.0f} MB",
         }
         command = shlex.join(["python", "bench/big_month_bench.py", *argv])
-        section = section_text(key, title, table, goals, command, run, loads)
+        section = section_text(key, title, table, goals, command, run, loads, args.busy_machine)
         environment = {**machine(parent_rss_mb), **child_library_versions(__file__), **postgres}
         environment.pop("peak RSS of the benchmark's parent process")
         write_docs(key, section, environment)
