@@ -60,6 +60,7 @@ from common import (
 from duckdb_bench import CTAS, LUIGI, _timed
 from duckdb_bench import GOAL_RATIO as GOAL_CTAS_RATIO
 from postgres_bench import (
+    MAX_TRIES,
     SERVER_SETTINGS,
     Run,
     Server,
@@ -466,18 +467,19 @@ def section_text(
     if max(loads) > LOAD_HIGH:
         busy = (
             f"\n\nThe 1-minute load average rose above {LOAD_HIGH} on the {os.cpu_count()} cores during this run, to"
-            f" {max(loads):.2f}: other jobs ran on the machine meanwhile."
+            f" {max(loads):.2f} (it counts the benchmark's own processes too: DuckDB and PostgreSQL keep both cores"
+            " busy); the column others' CPU s says what other processes took during each figure."
         )
         if busy_machine:
             busy += (
-                " They shared its cores with the measurements, so the times are a busy machine's (the column others'"
-                " CPU s says how much each figure had to share); each step and its peer ran back to back under the"
-                " same load, so the ratios hold better than the times. The peak RSS figures do not depend on the load."
+                " Other jobs shared the cores with the measurements, so the times are a busy machine's; each step and"
+                " its peer ran back to back under the same load, so the ratios hold better than the times. The peak"
+                " RSS figures do not depend on the load."
             )
         else:
             busy += (
-                " Each measurement waited for them to pause and was made again while they took CPU time, the least"
-                " disturbed try kept; the column others' CPU s says what they still took during each figure."
+                " Each measurement waited for other processes to pause and was made again while they took CPU time,"
+                " the least disturbed try kept."
             )
     listed = "\n".join(f"- {name}: {value}" for name, value in run.items())
     return f"""<!-- layout: {key} -->
@@ -534,10 +536,11 @@ step and every peer is a whole process started afresh, timed from start to exit;
 Each step and its peer run back to back, in alternating order from round to round; the tables give the fastest wall
 time of the rounds (other jobs on the machine only ever slow a run down) and the largest peak RSS; "others' CPU s" is
 the CPU time other processes used during that fastest run (for LoadToPostgres, not counting the PostgreSQL server's),
-from `/proc/stat`: on 2 cores, each second of it was a second a core was taken from the step. Unless a run says
-otherwise, each measurement waits for the machine to be quiet and is made again if other processes used the CPU
-meanwhile (the rules of `bench/postgres_bench.py`, at most 5 tries, the least disturbed one kept). "MB" is MiB;
-DuckDB's `512MB` is 10^6-byte megabytes, 488 MiB, so the margins above the limit are stated on the safe side.
+from `/proc/stat`: on {os.cpu_count()} cores, each second of it was a second a core was taken from the step. Unless
+a run says otherwise, each measurement waits for the machine to be quiet and is made again if other processes used
+the CPU meanwhile (the rules of `bench/postgres_bench.py`, at most {MAX_TRIES} tries, the least disturbed one kept).
+"MB" is MiB; DuckDB's `512MB` is 10^6-byte megabytes, 488 MiB, so the margins above the limit are stated on the safe
+side.
 
 ### Before the fix
 
